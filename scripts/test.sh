@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs what the tests need first:
+# Mosquitto and its clients (interop tests), paho-mqtt for Python and
+# openssl (third-party client tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing: ${need_apt[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Debian's package starts a system broker on 1883; the tests pick their own
+# ports and never need it.
+if command -v systemctl >/dev/null 2>&1; then as_root systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+
+if ! python3 -c 'import paho.mqtt' >/dev/null 2>&1; then
+    echo "installing: paho-mqtt"
+    python3 -m pip install -q 'paho-mqtt>=2,<3' || python3 -m pip install -q --break-system-packages 'paho-mqtt>=2,<3'
+fi
+
+# The integration tests run the `midge`, `midge-pub` and `midge-sub`
+# binaries as subprocesses, so build them before the tests start.
+cargo build --workspace --bins
+cargo test --workspace "$@"
