@@ -1,0 +1,156 @@
+//! The `midge` command: load the configuration, start the broker, reload
+//! its password, ACL and certificate files on SIGHUP, stop it on SIGINT or
+//! SIGTERM. `midge passwd` manages password files.
+//!
+//! Exit codes: 0 after a clean stop, 2 for a configuration that cannot be
+//! used (the message names the file, key and problem), 1 when the broker
+//! cannot start otherwise (a port in use, say).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use midge_broker::passwd_cmd::{self, PasswdArgs};
+use midge_broker::{Broker, BrokerError, Config, LoadOptions};
+use tracing_subscriber::EnvFilter;
+
+/// Midge: a small, fast MQTT 3.1.1 broker.
+#[derive(Debug, Parser)]
+#[command(name = "midge", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults apply.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Port for the plain listener, overriding the configuration.
+    #[arg(short, long)]
+    port: Option<u16>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Subcommands; without one, `midge` runs the broker.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Add, change (-b for batch) or delete (-D) a user in a
+    /// Mosquitto-format password file; new entries use argon2id.
+    Passwd(PasswdArgs),
+}
+
+/// How long the broker gets to stop after a signal before the process exits
+/// anyway.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = &cli.command {
+        let code = passwd_cmd::exit_code(passwd_cmd::execute(args));
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let opts = LoadOptions {
+        file: cli.config,
+        env: None,
+        port: cli.port,
+    };
+    let config = match Config::load(&opts) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("midge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("midge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(config));
+    // Tasks that did not stop in time must not hold the process.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+async fn run(config: Config) -> ExitCode {
+    let broker = match Broker::start(config).await {
+        Ok(broker) => broker,
+        Err(e @ (BrokerError::Config(_) | BrokerError::Auth(_) | BrokerError::Tls { .. })) => {
+            eprintln!("midge: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("midge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match wait_for_signal(&broker).await {
+        Ok(name) => tracing::info!(signal = name, "stopping"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for signals");
+            return ExitCode::FAILURE;
+        }
+    }
+    if tokio::time::timeout(STOP_DEADLINE, broker.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stop took too long; exiting anyway");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `RUST_LOG` when set, else the configured level.
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not in log files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+/// Waits for SIGTERM or SIGINT, reloading the security files on each
+/// SIGHUP meanwhile.
+#[cfg(unix)]
+async fn wait_for_signal(broker: &Broker) -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => match broker.reload() {
+                Ok(()) => tracing::info!("SIGHUP: password, ACL and certificate files reloaded"),
+                Err(e) => tracing::error!("SIGHUP: reload failed, previous files kept: {e}"),
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal(_broker: &Broker) -> std::io::Result<&'static str> {
+    tokio::signal::ctrl_c().await?;
+    Ok("Ctrl-C")
+}

@@ -1,0 +1,301 @@
+//! [`Registry`]: which sessions exist, which connection holds each, and
+//! session takeover.
+//!
+//! A session is known by client id. It is *live* while a connection holds
+//! it and *parked* (its state in the [`SessionStore`], its mailbox offline)
+//! while a persistent client is away. A second connection with the same
+//! client id kicks the live one and waits for it to park or end its session
+//! before claiming it [MQTT-3.1.4-2]; the old connection publishes its will
+//! on the way out like any connection closed without DISCONNECT.
+//!
+//! Lock order: the registry's mutex, then the router's trie. Nothing takes
+//! them the other way round, and neither is held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::mailbox::Mailbox;
+use crate::router::Router;
+use crate::session::{Session, SessionState};
+use crate::store::SessionStore;
+
+/// How a connection is reached by the registry.
+#[derive(Clone, Debug)]
+pub struct LiveConn {
+    /// Unique per connection.
+    pub conn_id: u64,
+    /// Cancelled to make the connection close (takeover).
+    pub kick: CancellationToken,
+    /// Cancelled by the connection once it has released its session.
+    pub exited: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Entry {
+    mailbox: Arc<Mailbox>,
+    conn: Option<LiveConn>,
+}
+
+/// The answer to [`Registry::claim`].
+#[derive(Debug)]
+pub enum Claim {
+    /// The session is the caller's. `resumed` is the parked state of a
+    /// persistent session (session present), `None` for a new session.
+    Granted {
+        /// The session's mailbox, online.
+        mailbox: Arc<Mailbox>,
+        /// Parked state to resume.
+        resumed: Option<SessionState>,
+    },
+    /// Another connection holds the session and has been told to close:
+    /// wait for this token, then claim again.
+    Busy(CancellationToken),
+}
+
+/// All sessions, live and parked.
+pub struct Registry {
+    clients: Mutex<HashMap<Arc<str>, Entry>>,
+    store: Arc<dyn SessionStore>,
+    router: Arc<Router>,
+    queue_limit: usize,
+    next_mailbox: AtomicU64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sessions", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// An empty registry; mailboxes hold at most `queue_limit` deliveries.
+    pub fn new(store: Arc<dyn SessionStore>, router: Arc<Router>, queue_limit: usize) -> Self {
+        Registry {
+            clients: Mutex::new(HashMap::new()),
+            store,
+            router,
+            queue_limit,
+            next_mailbox: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        // Entries are inserted, updated and removed whole: a poisoned lock
+        // still guards a consistent map.
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_mailbox(&self, client_id: &Arc<str>) -> Arc<Mailbox> {
+        let id = self.next_mailbox.fetch_add(1, Ordering::Relaxed);
+        Mailbox::new(id, client_id.clone(), self.queue_limit)
+    }
+
+    /// Claims the session `client_id` for connection `conn`. With `clean`
+    /// any existing session is discarded and a new one started
+    /// [MQTT-3.1.2-6]; without it a parked session is resumed
+    /// [MQTT-3.1.2-4].
+    pub fn claim(&self, client_id: &Arc<str>, clean: bool, conn: &LiveConn) -> Claim {
+        let mut clients = self.lock();
+        if let Some(entry) = clients.get_mut(client_id) {
+            if let Some(live) = &entry.conn {
+                if !live.exited.is_cancelled() {
+                    live.kick.cancel();
+                    return Claim::Busy(live.exited.clone());
+                }
+                // The holder ended without releasing (it panicked): its
+                // session state is gone. Refuse its mailbox further
+                // deliveries; its trie entries then route nowhere.
+                tracing::error!(client_id = %client_id, "session lost by a failed connection");
+                entry.mailbox.close();
+                clients.remove(client_id);
+            } else {
+                let parked = self.store.take(client_id);
+                if !clean {
+                    if let Some(state) = parked {
+                        entry.mailbox.set_online();
+                        entry.conn = Some(conn.clone());
+                        return Claim::Granted {
+                            mailbox: entry.mailbox.clone(),
+                            resumed: Some(state),
+                        };
+                    }
+                }
+                // Discard the old session [MQTT-3.1.2-6].
+                if let Some(state) = parked {
+                    let filters = state.subscriptions.keys().map(String::as_str);
+                    self.router.unsubscribe_all(filters, entry.mailbox.id());
+                }
+                entry.mailbox.close();
+                clients.remove(client_id);
+            }
+        }
+        let mailbox = self.new_mailbox(client_id);
+        let entry = Entry {
+            mailbox: mailbox.clone(),
+            conn: Some(conn.clone()),
+        };
+        clients.insert(client_id.clone(), entry);
+        Claim::Granted {
+            mailbox,
+            resumed: None,
+        }
+    }
+
+    /// The connection `conn_id` is done with `session`: a clean session
+    /// ends (its subscriptions are removed, its mailbox closed); a persistent
+    /// one is parked with an offline mailbox.
+    pub fn release(&self, conn_id: u64, mailbox: &Arc<Mailbox>, session: Session) {
+        let client_id = session.client_id().clone();
+        let mut clients = self.lock();
+        let ours = clients.get(&client_id).is_some_and(|e| {
+            e.mailbox.id() == mailbox.id() && e.conn.as_ref().is_some_and(|c| c.conn_id == conn_id)
+        });
+        if session.is_clean() || !ours {
+            if ours {
+                clients.remove(&client_id);
+            }
+            let filters = session.subscriptions().map(|(f, _)| f);
+            self.router.unsubscribe_all(filters, mailbox.id());
+            mailbox.close();
+            return;
+        }
+        if let Some(entry) = clients.get_mut(&client_id) {
+            entry.conn = None;
+        }
+        mailbox.set_offline();
+        self.store.park(&client_id, session.into_state());
+    }
+
+    /// Sessions known, live and parked.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parked persistent sessions.
+    pub fn parked(&self) -> usize {
+        self.store.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use midge_protocol::QoS;
+
+    use super::*;
+    use crate::retained::MemoryRetained;
+    use crate::session::SessionLimits;
+    use crate::store::MemorySessions;
+
+    const LIMITS: SessionLimits = SessionLimits {
+        max_inflight: 10,
+        max_pending: 10,
+    };
+
+    fn registry() -> (Registry, Arc<Router>) {
+        let router = Arc::new(Router::new(Arc::new(MemoryRetained::new()), Arc::default()));
+        let reg = Registry::new(Arc::new(MemorySessions::new()), router.clone(), 100);
+        (reg, router)
+    }
+
+    fn conn(id: u64) -> LiveConn {
+        LiveConn {
+            conn_id: id,
+            kick: CancellationToken::new(),
+            exited: CancellationToken::new(),
+        }
+    }
+
+    fn granted(claim: Claim) -> (Arc<Mailbox>, Option<SessionState>) {
+        match claim {
+            Claim::Granted { mailbox, resumed } => (mailbox, resumed),
+            Claim::Busy(_) => panic!("busy"),
+        }
+    }
+
+    fn subscribed_session(id: &Arc<str>, clean: bool, mb: &Arc<Mailbox>, r: &Router) -> Session {
+        let mut s = Session::new(id.clone(), clean, 0, LIMITS, Instant::now());
+        r.subscribe("t", mb, QoS::AtLeastOnce);
+        let pkid = midge_protocol::PacketId::new(1).expect("id");
+        s.subscribed(
+            pkid,
+            &[(
+                "t".into(),
+                midge_protocol::SubscribeReturnCode::Success(QoS::AtLeastOnce),
+            )],
+        );
+        s
+    }
+
+    #[test]
+    fn a_persistent_session_is_parked_and_resumed_with_its_queue() {
+        let (reg, router) = registry();
+        let id: Arc<str> = "c".into();
+        let (mb, resumed) = granted(reg.claim(&id, false, &conn(1)));
+        assert!(resumed.is_none());
+        let s = subscribed_session(&id, false, &mb, &router);
+        reg.release(1, &mb, s);
+        assert_eq!((reg.len(), reg.parked()), (1, 1));
+        // Offline: QoS 1 is queued for it.
+        assert_eq!(router.publish("t", b"x", QoS::AtLeastOnce, false), 1);
+        let (mb2, resumed) = granted(reg.claim(&id, false, &conn(2)));
+        assert_eq!(mb2.id(), mb.id());
+        assert_eq!(mb2.len(), 1);
+        assert_eq!(resumed.expect("session present").subscriptions.len(), 1);
+    }
+
+    #[test]
+    fn a_clean_session_ends_with_its_connection() {
+        let (reg, router) = registry();
+        let id: Arc<str> = "c".into();
+        let (mb, _) = granted(reg.claim(&id, true, &conn(1)));
+        let s = subscribed_session(&id, true, &mb, &router);
+        reg.release(1, &mb, s);
+        assert!(reg.is_empty());
+        assert_eq!(router.subscription_count(), 0);
+    }
+
+    #[test]
+    fn connecting_with_clean_session_discards_a_parked_session_mqtt_3_1_2_6() {
+        let (reg, router) = registry();
+        let id: Arc<str> = "c".into();
+        let (mb, _) = granted(reg.claim(&id, false, &conn(1)));
+        let s = subscribed_session(&id, false, &mb, &router);
+        reg.release(1, &mb, s);
+        let (mb2, resumed) = granted(reg.claim(&id, true, &conn(2)));
+        assert!(resumed.is_none());
+        assert_ne!(mb2.id(), mb.id());
+        assert_eq!(router.subscription_count(), 0);
+        assert_eq!(reg.parked(), 0);
+    }
+
+    #[test]
+    fn a_second_connection_kicks_the_live_one_and_waits_for_it_mqtt_3_1_4_2() {
+        let (reg, router) = registry();
+        let id: Arc<str> = "c".into();
+        let first = conn(1);
+        let (mb, _) = granted(reg.claim(&id, false, &first));
+        let s = subscribed_session(&id, false, &mb, &router);
+        let Claim::Busy(wait) = reg.claim(&id, false, &conn(2)) else {
+            panic!("not busy");
+        };
+        assert!(first.kick.is_cancelled());
+        assert!(!wait.is_cancelled());
+        reg.release(1, &mb, s);
+        first.exited.cancel();
+        assert!(wait.is_cancelled());
+        let (_, resumed) = granted(reg.claim(&id, false, &conn(2)));
+        assert!(resumed.is_some());
+    }
+}

@@ -1,0 +1,266 @@
+//! [`Router`]: from a published message to the mailboxes of its subscribers.
+//!
+//! Publishing takes the trie's read lock, collects the matching
+//! subscriptions, merges a subscriber's overlapping ones into a single
+//! delivery at the highest granted QoS, encodes the message once, and pushes
+//! a [`Delivery`] sharing it into each mailbox. Nothing in here awaits: the
+//! locks are held for the length of one fan-out at most, and a full mailbox
+//! drops the delivery instead of making the publisher wait.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use midge_protocol::QoS;
+
+use crate::mailbox::{Delivery, Mailbox, Push};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::retained::RetainedStore;
+use crate::trie::Trie;
+
+/// One subscription's entry in the trie.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Where deliveries go.
+    pub mailbox: Arc<Mailbox>,
+    /// The granted QoS.
+    pub qos: QoS,
+}
+
+/// The routing state shared by all connections.
+pub struct Router {
+    trie: RwLock<Trie<Subscriber>>,
+    retained: Arc<dyn RetainedStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("subscriptions", &self.subscription_count())
+            .field("retained", &self.retained.len())
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router with no subscriptions over `retained`.
+    pub fn new(retained: Arc<dyn RetainedStore>, metrics: Arc<Metrics>) -> Router {
+        Router {
+            trie: RwLock::new(Trie::new()),
+            retained,
+            metrics,
+        }
+    }
+
+    // The trie is only changed by whole insertions and removals, so a lock
+    // poisoned by a panic elsewhere still guards a consistent trie.
+    fn read(&self) -> RwLockReadGuard<'_, Trie<Subscriber>> {
+        self.trie.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Trie<Subscriber>> {
+        self.trie.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Routes a message to every matching subscriber and, when `retain` is
+    /// set, stores it as the topic's retained message (an empty payload
+    /// removes that). Returns the number of mailboxes it was queued in.
+    pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> usize {
+        let trie = self.read();
+        let mut targets: Vec<(u64, QoS, &Arc<Mailbox>)> = Vec::new();
+        trie.for_each_match(topic, |id, sub| targets.push((id, sub.qos, &sub.mailbox)));
+        if targets.is_empty() && !retain {
+            return 0;
+        }
+        let msg = match Message::new(topic, payload, qos, retain) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "message not routed");
+                return 0;
+            }
+        };
+        if retain {
+            // Under the trie's read lock, so a subscription made after this
+            // publish missed it finds it retained [MQTT-3.3.1-6].
+            self.retained.put(msg.clone());
+        }
+        merge_overlaps(&mut targets);
+        let mut queued = 0;
+        for (_, granted, mailbox) in targets {
+            let delivery = Delivery {
+                msg: msg.clone(),
+                qos: qos.min(granted),
+                // RETAIN is 0 on normal forwarding [MQTT-3.3.1-9].
+                retain: false,
+            };
+            queued += usize::from(self.push(mailbox, delivery));
+        }
+        queued
+    }
+
+    /// Pushes one delivery, counting and logging drops. True if queued.
+    pub fn push(&self, mailbox: &Mailbox, delivery: Delivery) -> bool {
+        match mailbox.push(delivery) {
+            Push::Queued => true,
+            Push::Dropped { first } => {
+                Metrics::add(&self.metrics.publish_dropped, 1);
+                if first {
+                    tracing::warn!(
+                        client_id = %mailbox.client_id(),
+                        limit = mailbox.limit(),
+                        "client queue full: dropping messages until it drains"
+                    );
+                }
+                false
+            }
+            Push::Skipped | Push::Closed => false,
+        }
+    }
+
+    /// Adds or replaces `mailbox`'s subscription to `filter` [MQTT-3.8.4-3].
+    pub fn subscribe(&self, filter: &str, mailbox: &Arc<Mailbox>, qos: QoS) {
+        let sub = Subscriber {
+            mailbox: mailbox.clone(),
+            qos,
+        };
+        self.write().insert(filter, mailbox.id(), sub);
+    }
+
+    /// Removes mailbox `id`'s subscription to `filter`; true if it existed.
+    pub fn unsubscribe(&self, filter: &str, id: u64) -> bool {
+        self.write().remove(filter, id).is_some()
+    }
+
+    /// Removes all of a session's subscriptions at once.
+    pub fn unsubscribe_all<'a>(&self, filters: impl IntoIterator<Item = &'a str>, id: u64) {
+        let mut trie = self.write();
+        for filter in filters {
+            trie.remove(filter, id);
+        }
+    }
+
+    /// The retained messages matching `filter`, as deliveries at
+    /// min(published, `granted`) with RETAIN set [MQTT-3.3.1-8].
+    pub fn retained_for(&self, filter: &str, granted: QoS, out: &mut Vec<Delivery>) {
+        self.retained.for_each_match(filter, &mut |msg| {
+            out.push(Delivery {
+                msg: msg.clone(),
+                qos: msg.qos().min(granted),
+                retain: true,
+            })
+        });
+    }
+
+    /// The number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.read().len()
+    }
+
+    /// The number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+}
+
+/// One delivery per subscriber, at the highest QoS of its matching
+/// subscriptions.
+fn merge_overlaps(targets: &mut Vec<(u64, QoS, &Arc<Mailbox>)>) {
+    if targets.len() < 2 {
+        return;
+    }
+    targets.sort_unstable_by_key(|t| t.0);
+    targets.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            kept.1 = kept.1.max(later.1);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retained::MemoryRetained;
+
+    fn router() -> Router {
+        Router::new(Arc::new(MemoryRetained::new()), Arc::default())
+    }
+
+    fn take(mb: &Mailbox) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        mb.take_batch(&mut out, |_| true);
+        out
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_one_copy_at_the_highest_granted_qos() {
+        let r = router();
+        let mb = Mailbox::new(1, "a".into(), 10);
+        r.subscribe("a/+", &mb, QoS::AtMostOnce);
+        r.subscribe("a/#", &mb, QoS::ExactlyOnce);
+        r.subscribe("#", &mb, QoS::AtLeastOnce);
+        assert_eq!(r.publish("a/b", b"x", QoS::ExactlyOnce, false), 1);
+        let got = take(&mb);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].qos, QoS::ExactlyOnce);
+    }
+
+    #[test]
+    fn the_delivered_qos_is_the_lower_of_published_and_granted() {
+        let r = router();
+        let low = Mailbox::new(1, "low".into(), 10);
+        let high = Mailbox::new(2, "high".into(), 10);
+        r.subscribe("t", &low, QoS::AtMostOnce);
+        r.subscribe("t", &high, QoS::ExactlyOnce);
+        assert_eq!(r.publish("t", b"x", QoS::AtLeastOnce, true), 2);
+        assert_eq!(take(&low)[0].qos, QoS::AtMostOnce);
+        let d = &take(&high)[0];
+        assert_eq!(d.qos, QoS::AtLeastOnce);
+        assert!(!d.retain, "RETAIN is 0 on normal forwarding [MQTT-3.3.1-9]");
+    }
+
+    #[test]
+    fn a_retained_publish_is_stored_and_offered_to_later_subscriptions_with_retain() {
+        let r = router();
+        assert_eq!(r.publish("t/1", b"x", QoS::ExactlyOnce, true), 0);
+        assert_eq!(r.retained_count(), 1);
+        let mut out = Vec::new();
+        r.retained_for("t/#", QoS::AtLeastOnce, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].qos, out[0].retain), (QoS::AtLeastOnce, true));
+        r.publish("t/1", b"", QoS::AtMostOnce, true);
+        assert_eq!(r.retained_count(), 0);
+    }
+
+    #[test]
+    fn a_full_mailbox_drops_and_counts_without_blocking_the_publisher() {
+        let metrics = Arc::new(Metrics::default());
+        let r = Router::new(Arc::new(MemoryRetained::new()), metrics.clone());
+        let slow = Mailbox::new(1, "slow".into(), 2);
+        let fast = Mailbox::new(2, "fast".into(), 100);
+        r.subscribe("t", &slow, QoS::AtMostOnce);
+        r.subscribe("t", &fast, QoS::AtMostOnce);
+        for _ in 0..5 {
+            r.publish("t", b"x", QoS::AtMostOnce, false);
+        }
+        assert_eq!(take(&slow).len(), 2);
+        assert_eq!(take(&fast).len(), 5);
+        let dropped = metrics
+            .publish_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(dropped, 3);
+    }
+
+    #[test]
+    fn unsubscribing_stops_deliveries() {
+        let r = router();
+        let mb = Mailbox::new(1, "a".into(), 10);
+        r.subscribe("t", &mb, QoS::AtMostOnce);
+        assert!(r.unsubscribe("t", 1));
+        assert!(!r.unsubscribe("t", 1));
+        assert_eq!(r.publish("t", b"x", QoS::AtMostOnce, false), 0);
+        assert_eq!(r.subscription_count(), 0);
+    }
+}

@@ -1,0 +1,297 @@
+//! [`Broker`]: binds the listeners, accepts connections under the
+//! `max_connections` cap, runs the `$SYS` task, reloads the security files
+//! (SIGHUP), and shuts everything down. On TLS listeners the handshake runs
+//! in the connection's own task, never in the accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::auth::state::FileAuthorizer;
+use crate::auth::Authorizer;
+use crate::config::Config;
+use crate::connection;
+use crate::error::{BrokerError, ReloadError};
+use crate::handshake;
+use crate::metrics::{Metrics, Stats};
+use crate::shared::Shared;
+use crate::shutdown::Shutdown;
+use crate::sys;
+use crate::tls::TlsListener;
+
+/// How long [`Broker::shutdown`] waits for connection tasks to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// Refusals of excess connections answered at once; beyond that the socket
+/// is just closed.
+const MAX_REFUSALS_IN_PROGRESS: usize = 64;
+/// Pause after a failed `accept` (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A running broker. Dropping it stops the broker without waiting;
+/// [`Broker::shutdown`] stops it and waits.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    local_addrs: Vec<SocketAddr>,
+    shutdown: Shutdown,
+    /// The `[auth]` files, when the broker loaded them (reloadable).
+    file_auth: Option<Arc<FileAuthorizer>>,
+    /// The TLS listeners by configured address, for reloading.
+    tls: Vec<(SocketAddr, Arc<TlsListener>)>,
+}
+
+impl Broker {
+    /// Starts a broker: checks `config`, loads the `[auth]` files and the
+    /// listeners' certificates, binds every listener and spawns the tasks.
+    /// Returns once all listeners accept connections.
+    pub async fn start(config: Config) -> Result<Broker, BrokerError> {
+        config.validate("configuration")?;
+        let auth = Arc::new(FileAuthorizer::load(&config.auth)?);
+        Broker::start_inner(config, auth.clone(), Some(auth)).await
+    }
+
+    /// Like [`Broker::start`], with an access-control hook instead of the
+    /// `[auth]` files.
+    pub async fn start_with_auth(
+        config: Config,
+        auth: Arc<dyn Authorizer>,
+    ) -> Result<Broker, BrokerError> {
+        Broker::start_inner(config, auth, None).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        auth: Arc<dyn Authorizer>,
+        file_auth: Option<Arc<FileAuthorizer>>,
+    ) -> Result<Broker, BrokerError> {
+        config.validate("configuration")?;
+        // Certificates first: a bad file stops start-up before any bind.
+        let mut tls = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let loaded = l.tls.clone().map(TlsListener::load).transpose();
+            let loaded = loaded.map_err(|source| BrokerError::Tls {
+                addr: l.bind,
+                source,
+            })?;
+            tls.push(loaded.map(Arc::new));
+        }
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut local_addrs = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let bind_err = |source| BrokerError::Bind {
+                addr: l.bind,
+                source,
+            };
+            let listener = TcpListener::bind(l.bind).await.map_err(bind_err)?;
+            local_addrs.push(listener.local_addr().map_err(bind_err)?);
+            listeners.push(listener);
+        }
+        let permits = Arc::new(Semaphore::new(
+            config.limits.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
+        let shared = Arc::new(Shared::new(config, auth));
+        let shutdown = Shutdown::new();
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS));
+        let anonymous = file_auth.as_ref().map(|a| a.current().allow_anonymous());
+        for ((listener, addr), tls) in listeners.into_iter().zip(&local_addrs).zip(&tls) {
+            announce(*addr, tls.as_deref(), anonymous);
+            let accept = Acceptor {
+                listener,
+                tls: tls.clone(),
+                shared: shared.clone(),
+                permits: permits.clone(),
+                refusals: refusals.clone(),
+                shutdown: shutdown.clone(),
+            };
+            shutdown.spawn(accept.run());
+        }
+        shutdown.spawn(sys::run(shared.clone(), shutdown.token().clone()));
+        let binds = shared.config.listeners.iter().map(|l| l.bind);
+        let tls = binds
+            .zip(tls)
+            .filter_map(|(addr, t)| Some((addr, t?)))
+            .collect();
+        Ok(Broker {
+            shared,
+            local_addrs,
+            shutdown,
+            file_auth,
+            tls,
+        })
+    }
+
+    /// Re-reads the password file, the ACL file and every listener's
+    /// certificates (what SIGHUP does). Connected clients stay connected and
+    /// are checked against the new files from their next packet on; new
+    /// handshakes use the new certificates. Whatever fails to load keeps
+    /// its previous version, and the error says which and why.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let mut failed = Vec::new();
+        if let Some(auth) = &self.file_auth {
+            if let Err(e) = auth.reload() {
+                failed.push(e.to_string());
+            }
+        }
+        for (addr, tls) in &self.tls {
+            if let Err(e) = tls.reload() {
+                failed.push(format!("listener {addr}: {e}"));
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(ReloadError(failed)),
+        }
+    }
+
+    /// The bound address of each listener, in configuration order (with the
+    /// real port where the configuration said 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// A snapshot of the statistics also published under `$SYS`.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Stops accepting, closes every client connection and waits (a few
+    /// seconds at most) for the tasks to end. Persistent sessions are not
+    /// kept past the broker's life; wills are not published.
+    pub async fn shutdown(&self) {
+        if !self.shutdown.run(SHUTDOWN_GRACE).await {
+            warn!("some connections did not close in time");
+        }
+        info!("broker stopped");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// The start-up line of a listener: address, TLS or plain, and whether
+/// anonymous clients get in (`None`: a custom authorizer decides). A
+/// listener reachable from other hosts that lets anonymous clients in is
+/// warned about, unless it requires client certificates.
+fn announce(addr: SocketAddr, tls: Option<&TlsListener>, anonymous: Option<bool>) {
+    let transport = tls.map_or_else(|| "plain".to_owned(), TlsListener::describe);
+    let by_cert = tls.is_some_and(TlsListener::identity_as_username);
+    let anonymous = anonymous.map(|allowed| allowed && !by_cert);
+    let access = match anonymous {
+        Some(true) => "anonymous allowed",
+        Some(false) => "anonymous refused",
+        None => "custom access control",
+    };
+    info!("listening on {addr}: {transport}, {access}");
+    let cert_required = tls.is_some_and(|t| t.config().require_client_cert);
+    if anonymous == Some(true) && !addr.ip().is_loopback() && !cert_required {
+        warn!(
+            "listener {addr} lets anonymous clients in from other hosts; \
+             set [auth] password_file or allow_anonymous = false to close it"
+        );
+    }
+}
+
+/// The TLS handshake, in the connection's own task and under the CONNECT
+/// timeout, then the MQTT connection.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: &TlsListener,
+    shared: Arc<Shared>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let timeout = Duration::from_secs(shared.config.limits.connect_timeout_s);
+    let handshake = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tls.accept(stream, timeout) => r,
+    };
+    match handshake {
+        Ok((stream, identity)) => {
+            let cert = tls.identity_as_username().then_some(identity);
+            connection::serve(stream, peer, cert, shared, shutdown).await;
+        }
+        Err(e) => info!(%peer, error = %e, "connection closed"),
+    }
+}
+
+/// One listener's accept loop.
+struct Acceptor {
+    listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    shutdown: Shutdown,
+}
+
+impl Acceptor {
+    async fn run(self) {
+        let token = self.shutdown.token().clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = token.cancelled() => return,
+                r = self.listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.on_accept(stream, peer),
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_accept(&self, stream: TcpStream, peer: SocketAddr) {
+        // Small packets (acks, pings) must not wait for Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            warn!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let shared = self.shared.clone();
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let token = self.shutdown.token().clone();
+                let tls = self.tls.clone();
+                self.shutdown.spawn(async move {
+                    match tls {
+                        None => connection::serve(stream, peer, None, shared, token).await,
+                        Some(tls) => serve_tls(stream, peer, &tls, shared, token).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                Metrics::add(&shared.metrics.connections_refused, 1);
+                // A TLS client could not read a plain CONNACK: just close.
+                let refusal = match self.tls {
+                    None => self.refusals.clone().try_acquire_owned().ok(),
+                    Some(_) => None,
+                };
+                if let Some(permit) = refusal {
+                    let token = self.shutdown.token().clone();
+                    self.shutdown.spawn(async move {
+                        handshake::refuse_excess(stream, peer, shared, token).await;
+                        drop(permit);
+                    });
+                } else {
+                    warn!(%peer, "connection refused: max_connections reached");
+                }
+            }
+        }
+    }
+}

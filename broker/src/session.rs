@@ -1,0 +1,458 @@
+//! [`Session`]: the server side of one MQTT session, without I/O.
+//!
+//! The session is a state machine fed with packets and times and polled for
+//! packets to send; it touches neither sockets nor clocks, so its rules are
+//! tested with explicit `now`s:
+//!
+//! - [`Session::handle_incoming`] takes a packet the client sent. It answers
+//!   what needs no broker state (PUBACK, PUBREC, PUBCOMP, PUBREL, PINGRESP)
+//!   itself and hands the rest back as an [`Event`] for the connection to
+//!   route (PUBLISH, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT).
+//! - [`Session::offer`] takes a message for the client; at most
+//!   `max_inflight` QoS 1/2 messages are unacknowledged at once, the rest wait
+//!   in order behind them.
+//! - [`Session::poll_transmit`] yields what to send next, in order.
+//! - [`Session::handle_timeout`] / [`Session::next_deadline`]: keep alive.
+//!
+//! Inbound QoS 2 is exactly-once: a PUBLISH is routed when it first arrives
+//! and its packet id remembered until PUBREL, so a re-sent PUBLISH is
+//! acknowledged again but not routed twice [MQTT-4.3.3-2].
+//!
+//! What outlives a connection of a persistent session is [`SessionState`]:
+//! subscriptions, unacknowledged outgoing messages, waiting messages and the
+//! inbound QoS 2 ids. [`Session::resume`] re-sends the unacknowledged
+//! messages first, with DUP set and in their original order [MQTT-4.4.0-1].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use midge_protocol::{
+    ByteStr, Packet, PacketId, PacketType, Publish, QoS, SubAck, Subscribe, SubscribeReturnCode,
+    Unsubscribe,
+};
+
+use crate::mailbox::Delivery;
+
+/// Most waiting messages moved into the transmit queue at once.
+const FILL_BATCH: usize = 64;
+
+/// Limits a session enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Most unacknowledged outgoing QoS 1/2 messages.
+    pub max_inflight: usize,
+    /// Most messages waiting behind the in-flight window.
+    pub max_pending: usize,
+}
+
+/// Where an outgoing QoS 1/2 message is in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+/// An unacknowledged outgoing message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its packet id.
+    pub pkid: PacketId,
+    /// The message and its delivery QoS.
+    pub delivery: Delivery,
+    /// Its handshake state.
+    pub state: OutState,
+}
+
+/// The part of a session that outlives its connection when CleanSession is
+/// 0: what a session store keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Topic filter to granted QoS.
+    pub subscriptions: HashMap<String, QoS>,
+    /// Unacknowledged outgoing messages, oldest first.
+    pub inflight: VecDeque<Outgoing>,
+    /// Messages waiting for room in the in-flight window, in order.
+    pub pending: VecDeque<Delivery>,
+    /// Inbound QoS 2 packet ids received and not yet released.
+    pub incoming_qos2: HashSet<PacketId>,
+    /// The last packet id handed out.
+    pub last_pkid: u16,
+}
+
+/// Something to send to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A control packet.
+    Packet(Packet),
+    /// A PUBLISH of a routed message.
+    Publish {
+        /// The message, its delivery QoS and RETAIN flag.
+        delivery: Delivery,
+        /// The packet id, for QoS 1 and 2.
+        pkid: Option<PacketId>,
+        /// DUP: this is a re-delivery [MQTT-3.3.1-1].
+        dup: bool,
+    },
+}
+
+/// A packet the connection must act on with broker state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Route this message (acknowledgement already queued).
+    Publish(Publish),
+    /// Subscribe, then call [`Session::subscribed`].
+    Subscribe(Subscribe),
+    /// Unsubscribe, then call [`Session::unsubscribed`].
+    Unsubscribe(Unsubscribe),
+    /// The client said goodbye: close without publishing the will.
+    Disconnect,
+}
+
+/// A protocol violation or timeout: the connection must be closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A second CONNECT on a connection [MQTT-3.1.0-2].
+    #[error("second CONNECT on the connection [MQTT-3.1.0-2]")]
+    SecondConnect,
+    /// A packet only a server sends.
+    #[error("client sent {0:?}, which only a server sends [MQTT-4.8.0-1]")]
+    ServerPacket(PacketType),
+    /// Nothing received for 1.5 times the keep alive.
+    #[error("no packet for 1.5 times the keep alive of {0} s [MQTT-3.1.2-24]")]
+    KeepAliveTimeout(u16),
+}
+
+/// The server side of one MQTT session; see the module docs.
+#[derive(Debug)]
+pub struct Session {
+    client_id: Arc<str>,
+    clean: bool,
+    keep_alive: u16,
+    last_rx: Instant,
+    state: SessionState,
+    limits: SessionLimits,
+    transmit: VecDeque<Transmit>,
+}
+
+impl Session {
+    /// A new session for a client that connected at `now`.
+    pub fn new(
+        client_id: Arc<str>,
+        clean: bool,
+        keep_alive: u16,
+        limits: SessionLimits,
+        now: Instant,
+    ) -> Session {
+        Session {
+            client_id,
+            clean,
+            keep_alive,
+            last_rx: now,
+            state: SessionState::default(),
+            limits,
+            transmit: VecDeque::new(),
+        }
+    }
+
+    /// Continues a persistent session on a new connection made at `now`:
+    /// unacknowledged PUBLISHes are queued again with DUP set and PUBRELs
+    /// again, in their original order [MQTT-4.4.0-1], then waiting messages.
+    pub fn resume(
+        client_id: Arc<str>,
+        keep_alive: u16,
+        state: SessionState,
+        limits: SessionLimits,
+        now: Instant,
+    ) -> Session {
+        let mut session = Session::new(client_id, false, keep_alive, limits, now);
+        session.state = state;
+        for out in &session.state.inflight {
+            session.transmit.push_back(match out.state {
+                OutState::AwaitPubAck | OutState::AwaitPubRec => Transmit::Publish {
+                    delivery: out.delivery.clone(),
+                    pkid: Some(out.pkid),
+                    dup: true,
+                },
+                OutState::AwaitPubComp => Transmit::Packet(Packet::PubRel(out.pkid)),
+            });
+        }
+        session
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    /// Whether the session ends with the connection (CleanSession=1).
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+
+    /// The subscriptions: filter and granted QoS.
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, QoS)> + '_ {
+        self.state
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.as_str(), *q))
+    }
+
+    /// The number of unacknowledged outgoing messages.
+    pub fn inflight_len(&self) -> usize {
+        self.state.inflight.len()
+    }
+
+    /// The number of messages waiting behind the in-flight window.
+    pub fn pending_len(&self) -> usize {
+        self.state.pending.len()
+    }
+
+    /// Takes a packet the client sent at `now`.
+    pub fn handle_incoming(
+        &mut self,
+        packet: Packet,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtocolError> {
+        self.last_rx = now;
+        match packet {
+            Packet::Publish(p) => Ok(self.on_publish(p)),
+            Packet::PubAck(id) => {
+                self.ack(id, OutState::AwaitPubAck);
+                Ok(None)
+            }
+            Packet::PubRec(id) => {
+                self.on_pubrec(id);
+                Ok(None)
+            }
+            Packet::PubRel(id) => {
+                // Released: a PUBLISH with this id is new again. PUBCOMP is
+                // sent even for an unknown id so the client can finish.
+                self.state.incoming_qos2.remove(&id);
+                self.send(Packet::PubComp(id));
+                Ok(None)
+            }
+            Packet::PubComp(id) => {
+                self.ack(id, OutState::AwaitPubComp);
+                Ok(None)
+            }
+            Packet::Subscribe(s) => Ok(Some(Event::Subscribe(s))),
+            Packet::Unsubscribe(u) => Ok(Some(Event::Unsubscribe(u))),
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                Ok(None)
+            }
+            Packet::Disconnect => Ok(Some(Event::Disconnect)),
+            Packet::Connect(_) => Err(ProtocolError::SecondConnect),
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => Err(ProtocolError::ServerPacket(other.packet_type())),
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Option<Event> {
+        match p.pkid() {
+            None => Some(Event::Publish(p)),
+            Some(id) if p.qos() == QoS::AtLeastOnce => {
+                self.send(Packet::PubAck(id));
+                Some(Event::Publish(p))
+            }
+            Some(id) => {
+                self.send(Packet::PubRec(id));
+                // A re-sent PUBLISH before PUBREL is acknowledged, not
+                // routed again [MQTT-4.3.3-2].
+                self.state
+                    .incoming_qos2
+                    .insert(id)
+                    .then_some(Event::Publish(p))
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, id: PacketId) {
+        let found = self.state.inflight.iter_mut().find(|o| o.pkid == id);
+        match found {
+            Some(out) if out.state == OutState::AwaitPubAck => {
+                // PUBREC for a QoS 1 message: nothing sensible to do.
+            }
+            Some(out) => {
+                out.state = OutState::AwaitPubComp;
+                self.send(Packet::PubRel(id));
+            }
+            // Unknown id: release it anyway so the client can finish.
+            None => self.send(Packet::PubRel(id)),
+        }
+    }
+
+    /// Completes an outgoing handshake if `id` is in state `expected`.
+    fn ack(&mut self, id: PacketId, expected: OutState) {
+        let pos = self.state.inflight.iter().position(|o| o.pkid == id);
+        if let Some(pos) = pos {
+            if self.state.inflight[pos].state == expected {
+                self.state.inflight.remove(pos);
+            }
+        }
+    }
+
+    /// Checks the keep alive at `now` [MQTT-3.1.2-24].
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        match self.next_deadline() {
+            Some(deadline) if now >= deadline => {
+                Err(ProtocolError::KeepAliveTimeout(self.keep_alive))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// When [`Session::handle_timeout`] must next be called: 1.5 times the
+    /// keep alive after the last packet; `None` when keep alive is off.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (self.keep_alive > 0)
+            .then(|| self.last_rx + Duration::from_millis(u64::from(self.keep_alive) * 1500))
+    }
+
+    /// The next thing to send, if any. Waiting messages move into the
+    /// transmit queue a batch at a time, so it stays short.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmit.is_empty() {
+            self.fill_window();
+        }
+        self.transmit.pop_front()
+    }
+
+    /// Whether offering a delivery of `qos` now would send it at once rather
+    /// than queue it: nothing is waiting and, for QoS 1/2, the window has room.
+    pub fn would_send_now(&self, qos: QoS) -> bool {
+        self.state.pending.is_empty()
+            && (qos == QoS::AtMostOnce || self.state.inflight.len() < self.limits.max_inflight)
+    }
+
+    /// Free places in the in-flight window.
+    pub fn window_room(&self) -> usize {
+        self.limits
+            .max_inflight
+            .saturating_sub(self.state.inflight.len())
+    }
+
+    /// Takes a message for the client. It is sent at once if it can be,
+    /// else it waits in order; false if it was dropped because
+    /// `max_pending` messages already wait.
+    pub fn offer(&mut self, delivery: Delivery) -> bool {
+        if self.would_send_now(delivery.qos) {
+            self.send_delivery(delivery);
+            true
+        } else {
+            self.enqueue(delivery)
+        }
+    }
+
+    /// Queues a message behind any waiting ones, to be sent as the window
+    /// and the transmit queue allow (retained messages for a new
+    /// subscription arrive in bursts this way); false if it was dropped
+    /// because `max_pending` messages already wait.
+    pub fn enqueue(&mut self, delivery: Delivery) -> bool {
+        if self.state.pending.len() < self.limits.max_pending {
+            self.state.pending.push_back(delivery);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The number of packets queued to send.
+    pub fn transmit_len(&self) -> usize {
+        self.transmit.len()
+    }
+
+    /// Moves up to [`FILL_BATCH`] waiting messages into the window while it
+    /// has room. QoS 0 messages take no room but still wait their turn,
+    /// keeping the order [MQTT-4.6.0-6].
+    fn fill_window(&mut self) {
+        for _ in 0..FILL_BATCH {
+            let Some(front) = self.state.pending.front() else {
+                return;
+            };
+            if front.qos != QoS::AtMostOnce && self.state.inflight.len() >= self.limits.max_inflight
+            {
+                return;
+            }
+            if let Some(delivery) = self.state.pending.pop_front() {
+                self.send_delivery(delivery);
+            }
+        }
+    }
+
+    fn send_delivery(&mut self, delivery: Delivery) {
+        let (pkid, state) = match delivery.qos {
+            QoS::AtMostOnce => (None, None),
+            QoS::AtLeastOnce => (Some(self.next_pkid()), Some(OutState::AwaitPubAck)),
+            QoS::ExactlyOnce => (Some(self.next_pkid()), Some(OutState::AwaitPubRec)),
+        };
+        if let (Some(pkid), Some(state)) = (pkid, state) {
+            self.state.inflight.push_back(Outgoing {
+                pkid,
+                delivery: delivery.clone(),
+                state,
+            });
+        }
+        self.transmit.push_back(Transmit::Publish {
+            delivery,
+            pkid,
+            dup: false,
+        });
+    }
+
+    /// The next packet id not in flight. The window is at most 65,535 wide,
+    /// so a free id exists whenever there is room.
+    fn next_pkid(&mut self) -> PacketId {
+        loop {
+            self.state.last_pkid = self.state.last_pkid.wrapping_add(1);
+            if let Some(id) = PacketId::new(self.state.last_pkid) {
+                if !self.state.inflight.iter().any(|o| o.pkid == id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of a SUBSCRIBE, one entry per filter in order,
+    /// and queues the SUBACK [MQTT-3.8.4-1] [MQTT-3.9.3-1].
+    pub fn subscribed(&mut self, pkid: PacketId, results: &[(ByteStr, SubscribeReturnCode)]) {
+        for (filter, code) in results {
+            if let SubscribeReturnCode::Success(qos) = code {
+                self.state.subscriptions.insert(filter.to_string(), *qos);
+            }
+        }
+        let return_codes = results.iter().map(|(_, c)| *c).collect();
+        self.send(Packet::SubAck(SubAck { pkid, return_codes }));
+    }
+
+    /// Forgets the filters of an UNSUBSCRIBE and queues the UNSUBACK, which
+    /// is sent even when nothing matched [MQTT-3.10.4-5].
+    pub fn unsubscribed(&mut self, pkid: PacketId, filters: &[ByteStr]) {
+        for filter in filters {
+            self.state.subscriptions.remove(filter.as_str());
+        }
+        self.send(Packet::UnsubAck(pkid));
+    }
+
+    /// Ends the connection's part: what a persistent session keeps. Packets
+    /// not yet sent are dropped; unacknowledged messages are re-sent on
+    /// resumption.
+    pub fn into_state(self) -> SessionState {
+        self.state
+    }
+
+    fn send(&mut self, packet: Packet) {
+        self.transmit.push_back(Transmit::Packet(packet));
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
