@@ -30,11 +30,23 @@ impl ByteStr {
         Ok(ByteStr(bytes))
     }
 
+    /// Wraps `bytes` that the caller has already checked to be UTF-8, so the
+    /// decoder does not check them twice. Were they not UTF-8, `as_str` would
+    /// give an empty string: wrong, but not unsound.
+    pub(crate) fn from_checked_utf8(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        ByteStr(bytes)
+    }
+
     /// The text.
+    #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
-        // The only constructors check UTF-8 (or take `&str`/`String`), so this
-        // cannot fail; `from_utf8` keeps the code free of `unsafe`.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // SAFETY: every constructor guarantees UTF-8: `from_utf8` checks it,
+        // `from_checked_utf8` is only called by the decoder after its own
+        // check, and the others take `&str` or `String`. The bytes are
+        // immutable. Checking again here would cost a scan on every topic
+        // match of every publish.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     /// The underlying bytes, shared.

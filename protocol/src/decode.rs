@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::packet::*;
-use crate::topic::{valid_topic_filter, valid_topic_name};
+use crate::topic::valid_topic_filter_bytes;
 use crate::ByteStr;
 
 /// The largest remaining length MQTT can frame, plus the largest fixed
@@ -115,9 +115,14 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         });
     }
     if buf.len() < size {
-        // The size is within the limit now, so reserving it is safe and
-        // spares the reader repeated growth.
-        buf.reserve(size - buf.len());
+        // The size is within the limit now, so making room for the whole
+        // packet is safe and spares the reader repeated growth. Not with
+        // `reserve`: it may double the allocation, past the limit.
+        if buf.capacity() < size {
+            let mut room = BytesMut::with_capacity(size);
+            room.extend_from_slice(buf);
+            *buf = room;
+        }
         return Ok(None);
     }
     let mut body = buf.split_to(size).freeze();
@@ -180,8 +185,7 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let keep_alive = r.u16()?;
     let client_id = r.string()?;
     let last_will = if will_flag {
-        let topic = r.string()?;
-        check_topic_name(&topic)?;
+        let topic = r.topic_name()?;
         Some(LastWill {
             topic,
             payload: r.binary()?,
@@ -231,8 +235,7 @@ fn connack(r: &mut Reader) -> Result<ConnAck, DecodeError> {
 }
 
 fn publish(r: &mut Reader, flags: u8) -> Result<Publish, DecodeError> {
-    let topic = r.string()?;
-    check_topic_name(&topic)?;
+    let topic = r.topic_name()?;
     let qos_pid = match (flags >> 1) & 0x03 {
         0 => QosPid::AtMostOnce,
         1 => QosPid::AtLeastOnce(r.pkid()?),
@@ -249,10 +252,9 @@ fn publish(r: &mut Reader, flags: u8) -> Result<Publish, DecodeError> {
 
 fn subscribe(r: &mut Reader) -> Result<Subscribe, DecodeError> {
     let pkid = r.pkid()?;
-    let mut filters = Vec::new();
+    let mut filters = Vec::with_capacity(r.count_fields(1));
     while r.has_remaining() {
-        let filter = r.string()?;
-        check_topic_filter(&filter)?;
+        let filter = r.topic_filter()?;
         // The upper six bits are reserved and must be zero [MQTT-3-8.3-4].
         let q = r.u8()?;
         let qos = QoS::from_u8(q).ok_or(DecodeError::InvalidRequestedQoS(q))?;
@@ -266,7 +268,8 @@ fn subscribe(r: &mut Reader) -> Result<Subscribe, DecodeError> {
 
 fn suback(r: &mut Reader) -> Result<SubAck, DecodeError> {
     let pkid = r.pkid()?;
-    let mut return_codes = Vec::new();
+    // One byte per code; capped like `count_fields`.
+    let mut return_codes = Vec::with_capacity(r.0.len().min(256));
     while r.has_remaining() {
         let code = r.u8()?;
         return_codes.push(match code {
@@ -284,10 +287,9 @@ fn suback(r: &mut Reader) -> Result<SubAck, DecodeError> {
 
 fn unsubscribe(r: &mut Reader) -> Result<Unsubscribe, DecodeError> {
     let pkid = r.pkid()?;
-    let mut filters = Vec::new();
+    let mut filters = Vec::with_capacity(r.count_fields(0));
     while r.has_remaining() {
-        let filter = r.string()?;
-        check_topic_filter(&filter)?;
+        let filter = r.topic_filter()?;
         filters.push(filter);
     }
     if filters.is_empty() {
@@ -296,23 +298,49 @@ fn unsubscribe(r: &mut Reader) -> Result<Unsubscribe, DecodeError> {
     Ok(Unsubscribe { pkid, filters })
 }
 
-fn check_topic_name(topic: &str) -> Result<(), DecodeError> {
-    if topic.is_empty() {
-        Err(DecodeError::EmptyTopic)
-    } else if !valid_topic_name(topic) {
-        Err(DecodeError::WildcardInTopicName)
-    } else {
-        Ok(())
-    }
+/// What a string's bytes hold, as far as the checks on strings care.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Scan {
+    nul: bool,
+    wildcard: bool,
+    non_ascii: bool,
 }
 
-fn check_topic_filter(filter: &str) -> Result<(), DecodeError> {
-    if filter.is_empty() {
-        Err(DecodeError::EmptyTopic)
-    } else if !valid_topic_filter(filter) {
-        Err(DecodeError::InvalidTopicFilter)
-    } else {
-        Ok(())
+impl Scan {
+    /// Scans `bytes` eight at a time: topics are the hottest strings, and a
+    /// byte-at-a-time loop costs several instructions per byte.
+    fn of(bytes: &[u8]) -> Scan {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        // Non-zero if and only if some byte of `x` is zero.
+        fn any_zero(x: u64) -> u64 {
+            x.wrapping_sub(ONES) & !x & HIGHS
+        }
+        let (mut all, mut nul, mut wildcard) = (0u64, 0u64, 0u64);
+        let mut word = |chunk: &[u8]| {
+            if let Ok(chunk) = <[u8; 8]>::try_from(chunk) {
+                let x = u64::from_le_bytes(chunk);
+                all |= x;
+                nul |= any_zero(x);
+                wildcard |=
+                    any_zero(x ^ (ONES * u64::from(b'+'))) | any_zero(x ^ (ONES * u64::from(b'#')));
+            }
+        };
+        if bytes.len() >= 8 {
+            bytes.chunks_exact(8).for_each(&mut word);
+            // The last eight bytes again, overlapping: the checks are ORs,
+            // so bytes seen twice do no harm.
+            word(&bytes[bytes.len() - 8..]);
+        } else {
+            let mut last = [b'a'; 8];
+            last[..bytes.len()].copy_from_slice(bytes);
+            word(&last);
+        }
+        Scan {
+            nul: nul != 0,
+            wildcard: wildcard != 0,
+            non_ascii: all & HIGHS != 0,
+        }
     }
 }
 
@@ -354,11 +382,64 @@ impl Reader {
     /// A length-prefixed UTF-8 string: well-formed, so no encoded surrogates
     /// [MQTT-1.5.3-1], and without U+0000 [MQTT-1.5.3-2].
     fn string(&mut self) -> Result<ByteStr, DecodeError> {
+        self.text().map(|(s, _)| s)
+    }
+
+    /// A topic name: a string, not empty [MQTT-4.7.3-1], without wildcards
+    /// [MQTT-3.3.2-2].
+    fn topic_name(&mut self) -> Result<ByteStr, DecodeError> {
+        let (topic, wildcard) = self.text()?;
+        if topic.as_bytes().is_empty() {
+            Err(DecodeError::EmptyTopic)
+        } else if wildcard {
+            Err(DecodeError::WildcardInTopicName)
+        } else {
+            Ok(topic)
+        }
+    }
+
+    /// A topic filter: a string, not empty [MQTT-4.7.3-1], with wildcards
+    /// only as whole levels [MQTT-4.7.1-2] [MQTT-4.7.1-3].
+    fn topic_filter(&mut self) -> Result<ByteStr, DecodeError> {
+        let (filter, wildcard) = self.text()?;
+        // Checked as bytes, and only when there is a wildcard to check:
+        // `ByteStr`'s `&str` view would check UTF-8 again.
+        if filter.as_bytes().is_empty() {
+            Err(DecodeError::EmptyTopic)
+        } else if wildcard && !valid_topic_filter_bytes(filter.as_bytes()) {
+            Err(DecodeError::InvalidTopicFilter)
+        } else {
+            Ok(filter)
+        }
+    }
+
+    /// A string, and whether it holds `+` or `#`. One pass finds U+0000,
+    /// wildcards and any non-ASCII byte; most strings are ASCII and need no
+    /// further UTF-8 check.
+    #[inline(always)]
+    fn text(&mut self) -> Result<(ByteStr, bool), DecodeError> {
         let bytes = self.binary()?;
-        if bytes.contains(&0) {
+        let scan = Scan::of(&bytes);
+        if scan.nul {
             return Err(DecodeError::NullCharacter);
         }
-        ByteStr::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
+        if scan.non_ascii && std::str::from_utf8(&bytes).is_err() {
+            return Err(DecodeError::InvalidUtf8);
+        }
+        Ok((ByteStr::from_checked_utf8(bytes), scan.wildcard))
+    }
+
+    /// How many length-prefixed fields, each followed by `trailer` bytes,
+    /// the rest of the body holds, at most 64: a capacity hint that spares
+    /// SUBSCRIBE and UNSUBSCRIBE repeated growth. Capped, because the fields
+    /// are not checked yet and a hostile packet must not buy a large vector.
+    fn count_fields(&self, trailer: usize) -> usize {
+        let (body, mut i, mut n) = (&self.0[..], 0, 0);
+        while n < 64 && i + 2 <= body.len() {
+            i += 2 + usize::from(u16::from_be_bytes([body[i], body[i + 1]])) + trailer;
+            n += 1;
+        }
+        n
     }
 
     fn rest(&mut self) -> Bytes {

@@ -14,47 +14,24 @@ use crate::packet::*;
 /// The largest remaining length the four-byte encoding can express.
 pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 
-/// Appends `packet` to `buf`.
+/// Appends `packet` to `buf`. On error `buf` is left as it was.
 pub fn encode(packet: &Packet, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    let remaining = remaining_len(packet)?;
-    buf.reserve(remaining + 5);
+    // One dispatch: each packet type checks its fields, reserves its exact
+    // size and writes itself, in a function of its own so that the compiler
+    // inlines the small writes of each.
     match packet {
-        Packet::Connect(c) => connect(c, remaining, buf),
+        Packet::Connect(c) => connect(c, buf)?,
         Packet::ConnAck(c) => {
-            header(buf, 0x20, remaining)?;
-            buf.put_u8(u8::from(c.session_present));
-            buf.put_u8(c.code as u8);
+            buf.put_slice(&[0x20, 2, u8::from(c.session_present), c.code as u8]);
         }
-        Packet::Publish(p) => publish(p, remaining, buf)?,
+        Packet::Publish(p) => publish(p, buf)?,
         Packet::PubAck(id) => ack(buf, 0x40, *id),
         Packet::PubRec(id) => ack(buf, 0x50, *id),
         Packet::PubRel(id) => ack(buf, 0x62, *id),
         Packet::PubComp(id) => ack(buf, 0x70, *id),
-        Packet::Subscribe(s) => {
-            header(buf, 0x82, remaining)?;
-            buf.put_u16(s.pkid.get());
-            for f in &s.filters {
-                string(buf, f.filter.as_bytes());
-                buf.put_u8(f.qos as u8);
-            }
-        }
-        Packet::SubAck(s) => {
-            header(buf, 0x90, remaining)?;
-            buf.put_u16(s.pkid.get());
-            for code in &s.return_codes {
-                buf.put_u8(match code {
-                    SubscribeReturnCode::Success(q) => *q as u8,
-                    SubscribeReturnCode::Failure => 0x80,
-                });
-            }
-        }
-        Packet::Unsubscribe(u) => {
-            header(buf, 0xa2, remaining)?;
-            buf.put_u16(u.pkid.get());
-            for f in &u.filters {
-                string(buf, f.as_bytes());
-            }
-        }
+        Packet::Subscribe(s) => subscribe(s, buf)?,
+        Packet::SubAck(s) => suback(s, buf)?,
+        Packet::Unsubscribe(u) => unsubscribe(u, buf)?,
         Packet::UnsubAck(id) => ack(buf, 0xb0, *id),
         Packet::PingReq => buf.put_slice(&[0xc0, 0]),
         Packet::PingResp => buf.put_slice(&[0xd0, 0]),
@@ -81,21 +58,47 @@ pub fn remaining_len_len(len: usize) -> usize {
 }
 
 /// Writes a fixed header: the first byte and the remaining length.
-pub fn header(buf: &mut BytesMut, byte1: u8, mut remaining: usize) -> Result<(), EncodeError> {
+pub fn header(buf: &mut BytesMut, byte1: u8, remaining: usize) -> Result<(), EncodeError> {
     if remaining > MAX_REMAINING_LENGTH {
         return Err(EncodeError::PacketTooLarge(remaining));
     }
+    put_header(buf, byte1, remaining);
+    Ok(())
+}
+
+/// Reserves room for a whole packet of `remaining` checked bytes and writes
+/// its fixed header, so the rest of the packet is written without growing
+/// the buffer.
+#[inline(always)]
+fn start(buf: &mut BytesMut, byte1: u8, remaining: usize) {
+    buf.reserve(1 + remaining_len_len(remaining) + remaining);
+    put_header(buf, byte1, remaining);
+}
+
+/// [`header`] for a remaining length already checked against the maximum.
+#[inline(always)]
+fn put_header(buf: &mut BytesMut, byte1: u8, remaining: usize) {
+    // Packets of up to 16 KiB, most of them, take one fixed-size write.
+    if remaining < 0x80 {
+        buf.put_slice(&[byte1, remaining as u8]);
+    } else if remaining < 0x4000 {
+        let low = (remaining & 0x7f) as u8 | 0x80;
+        buf.put_slice(&[byte1, low, (remaining >> 7) as u8]);
+    } else {
+        put_long_header(buf, byte1, remaining);
+    }
+}
+
+fn put_long_header(buf: &mut BytesMut, byte1: u8, mut remaining: usize) {
     buf.put_u8(byte1);
     loop {
-        let mut b = (remaining & 0x7f) as u8;
+        let b = (remaining & 0x7f) as u8;
         remaining >>= 7;
-        if remaining > 0 {
-            b |= 0x80;
-        }
-        buf.put_u8(b);
         if remaining == 0 {
-            return Ok(());
+            buf.put_u8(b);
+            return;
         }
+        buf.put_u8(b | 0x80);
     }
 }
 
@@ -105,8 +108,8 @@ pub fn publish_byte1(dup: bool, qos: QoS, retain: bool) -> u8 {
 }
 
 fn ack(buf: &mut BytesMut, byte1: u8, id: PacketId) {
-    buf.put_slice(&[byte1, 2]);
-    buf.put_u16(id.get());
+    let [hi, lo] = id.get().to_be_bytes();
+    buf.put_slice(&[byte1, 2, hi, lo]);
 }
 
 fn string(buf: &mut BytesMut, s: &[u8]) {
@@ -115,9 +118,9 @@ fn string(buf: &mut BytesMut, s: &[u8]) {
     buf.put_slice(s);
 }
 
-fn connect(c: &Connect, remaining: usize, buf: &mut BytesMut) {
-    // `remaining` was checked against the limit by the caller.
-    let _ = header(buf, 0x10, remaining);
+fn connect(c: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let remaining = connect_len(c)?;
+    start(buf, 0x10, remaining);
     string(buf, c.protocol.name().as_bytes());
     buf.put_u8(c.protocol.level());
     let mut flags = 0u8;
@@ -149,11 +152,58 @@ fn connect(c: &Connect, remaining: usize, buf: &mut BytesMut) {
     if let Some(p) = &c.password {
         string(buf, p);
     }
+    Ok(())
 }
 
-fn publish(p: &Publish, remaining: usize, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    header(buf, publish_byte1(p.dup, p.qos(), p.retain), remaining)?;
-    string(buf, p.topic.as_bytes());
+fn subscribe(s: &Subscribe, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let remaining = subscribe_len(s)?;
+    start(buf, 0x82, remaining);
+    buf.put_u16(s.pkid.get());
+    for f in &s.filters {
+        string(buf, f.filter.as_bytes());
+        buf.put_u8(f.qos as u8);
+    }
+    Ok(())
+}
+
+fn suback(s: &SubAck, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let remaining = suback_len(s)?;
+    start(buf, 0x90, remaining);
+    buf.put_u16(s.pkid.get());
+    for code in &s.return_codes {
+        buf.put_u8(match code {
+            SubscribeReturnCode::Success(q) => *q as u8,
+            SubscribeReturnCode::Failure => 0x80,
+        });
+    }
+    Ok(())
+}
+
+fn unsubscribe(u: &Unsubscribe, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let remaining = unsubscribe_len(u)?;
+    start(buf, 0xa2, remaining);
+    buf.put_u16(u.pkid.get());
+    for f in &u.filters {
+        string(buf, f.as_bytes());
+    }
+    Ok(())
+}
+
+fn publish(p: &Publish, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let remaining = publish_len(p)?;
+    let byte1 = publish_byte1(p.dup, p.qos(), p.retain);
+    let topic = p.topic.as_bytes();
+    // Lengths were checked by `publish_len`.
+    let [hi, lo] = (topic.len() as u16).to_be_bytes();
+    if remaining < 0x80 {
+        // The hottest packet: fixed header and topic length in one write.
+        buf.reserve(2 + remaining);
+        buf.put_slice(&[byte1, remaining as u8, hi, lo]);
+    } else {
+        start(buf, byte1, remaining);
+        buf.put_slice(&[hi, lo]);
+    }
+    buf.put_slice(topic);
     if let Some(id) = p.pkid() {
         buf.put_u16(id.get());
     }
@@ -170,65 +220,83 @@ fn field(len: usize) -> Result<usize, EncodeError> {
     }
 }
 
-/// The remaining length of `packet`, with every field checked.
+/// The remaining length of `packet`, with every field checked. String
+/// lengths are taken from the bytes: `ByteStr`'s `&str` view would check
+/// UTF-8 on every call.
 fn remaining_len(packet: &Packet) -> Result<usize, EncodeError> {
-    let len = match packet {
-        Packet::Connect(c) => {
-            let mut n = field(c.protocol.name().len())? + 1 + 1 + 2 + field(c.client_id.len())?;
-            if let Some(w) = &c.last_will {
-                n += field(w.topic.len())? + field(w.payload.len())?;
-            }
-            if let Some(u) = &c.username {
-                n += field(u.len())?;
-            }
-            if let Some(p) = &c.password {
-                n += field(p.len())?;
-            }
-            n
-        }
-        Packet::ConnAck(_) => 2,
-        Packet::Publish(p) => {
-            if p.dup && p.qos() == QoS::AtMostOnce {
-                return Err(EncodeError::DupOnQoS0);
-            }
-            let id = if p.pkid().is_some() { 2 } else { 0 };
-            field(p.topic.len())? + id + p.payload.len()
-        }
+    match packet {
+        Packet::Connect(c) => connect_len(c),
+        Packet::ConnAck(_) => Ok(2),
+        Packet::Publish(p) => publish_len(p),
         Packet::PubAck(_)
         | Packet::PubRec(_)
         | Packet::PubRel(_)
         | Packet::PubComp(_)
-        | Packet::UnsubAck(_) => 2,
-        Packet::Subscribe(s) => {
-            if s.filters.is_empty() {
-                return Err(EncodeError::Empty);
-            }
-            let mut n = 2;
-            for f in &s.filters {
-                n += field(f.filter.len())? + 1;
-            }
-            n
-        }
-        Packet::SubAck(s) => {
-            if s.return_codes.is_empty() {
-                return Err(EncodeError::Empty);
-            }
-            2 + s.return_codes.len()
-        }
-        Packet::Unsubscribe(u) => {
-            if u.filters.is_empty() {
-                return Err(EncodeError::Empty);
-            }
-            let mut n = 2;
-            for f in &u.filters {
-                n += field(f.len())?;
-            }
-            n
-        }
-        Packet::PingReq | Packet::PingResp | Packet::Disconnect => 0,
-    };
-    if len > MAX_REMAINING_LENGTH {
-        return Err(EncodeError::PacketTooLarge(len));
+        | Packet::UnsubAck(_) => Ok(2),
+        Packet::Subscribe(s) => subscribe_len(s),
+        Packet::SubAck(s) => suback_len(s),
+        Packet::Unsubscribe(u) => unsubscribe_len(u),
+        Packet::PingReq | Packet::PingResp | Packet::Disconnect => Ok(0),
     }
-    Ok(len)
+}
+
+/// `len` if it fits in the remaining-length field.
+fn checked(len: usize) -> Result<usize, EncodeError> {
+    if len > MAX_REMAINING_LENGTH {
+        Err(EncodeError::PacketTooLarge(len))
+    } else {
+        Ok(len)
+    }
+}
+
+fn connect_len(c: &Connect) -> Result<usize, EncodeError> {
+    let mut n = field(c.protocol.name().len())? + 1 + 1 + 2 + field(c.client_id.as_bytes().len())?;
+    if let Some(w) = &c.last_will {
+        n += field(w.topic.as_bytes().len())? + field(w.payload.len())?;
+    }
+    if let Some(u) = &c.username {
+        n += field(u.as_bytes().len())?;
+    }
+    if let Some(p) = &c.password {
+        n += field(p.len())?;
+    }
+    // Six fields of at most 65,537 bytes: always within the maximum.
+    Ok(n)
+}
+
+fn publish_len(p: &Publish) -> Result<usize, EncodeError> {
+    if p.dup && p.qos() == QoS::AtMostOnce {
+        return Err(EncodeError::DupOnQoS0);
+    }
+    let id = if p.pkid().is_some() { 2 } else { 0 };
+    checked(field(p.topic.as_bytes().len())? + id + p.payload.len())
+}
+
+fn subscribe_len(s: &Subscribe) -> Result<usize, EncodeError> {
+    if s.filters.is_empty() {
+        return Err(EncodeError::Empty);
+    }
+    let mut n = 2;
+    for f in &s.filters {
+        n += field(f.filter.as_bytes().len())? + 1;
+    }
+    checked(n)
+}
+
+fn suback_len(s: &SubAck) -> Result<usize, EncodeError> {
+    if s.return_codes.is_empty() {
+        return Err(EncodeError::Empty);
+    }
+    checked(2 + s.return_codes.len())
+}
+
+fn unsubscribe_len(u: &Unsubscribe) -> Result<usize, EncodeError> {
+    if u.filters.is_empty() {
+        return Err(EncodeError::Empty);
+    }
+    let mut n = 2;
+    for f in &u.filters {
+        n += field(f.as_bytes().len())?;
+    }
+    checked(n)
 }

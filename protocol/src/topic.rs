@@ -24,16 +24,26 @@ pub fn valid_topic_name(topic: &str) -> bool {
 /// only as a whole last level [MQTT-4.7.1-2], `+` only as a whole level
 /// [MQTT-4.7.1-3].
 pub fn valid_topic_filter(filter: &str) -> bool {
-    if filter.is_empty() {
+    valid_topic_filter_bytes(filter.as_bytes())
+}
+
+/// [`valid_topic_filter`] over the bytes of a UTF-8 string, in one pass. `+`,
+/// `#` and `/` are ASCII, so they never occur inside a multi-byte character:
+/// a wildcard is a whole level when the bytes either side of it are `/` or the
+/// ends of the filter, and `#` must also be the last byte.
+pub(crate) fn valid_topic_filter_bytes(filter: &[u8]) -> bool {
+    let n = filter.len();
+    if n == 0 {
         return false;
     }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let last = levels.peek().is_none();
-        if level.contains('#') && (level != "#" || !last) {
-            return false;
-        }
-        if level.contains('+') && level != "+" {
+    let after_separator = |i: usize| i == 0 || filter[i - 1] == b'/';
+    for (i, &b) in filter.iter().enumerate() {
+        let whole_level = match b {
+            b'+' => after_separator(i) && (i + 1 == n || filter[i + 1] == b'/'),
+            b'#' => after_separator(i) && i + 1 == n,
+            _ => true,
+        };
+        if !whole_level {
             return false;
         }
     }
