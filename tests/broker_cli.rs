@@ -125,6 +125,8 @@ async fn spawn_listening(args: &[&str], port: u16) -> Child {
     let child = Command::new(midge_bin())
         .args(args)
         .env_remove("RUST_LOG")
+        // In memory: these brokers run in parallel in one working directory.
+        .env("MIDGE_PERSISTENCE__ENABLED", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -35,6 +35,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Authentication and authorization: password and ACL files.
     pub auth: AuthConfig,
+    /// Where persistent sessions and retained messages are kept on disk.
+    pub persistence: PersistenceConfig,
+    /// The Prometheus `/metrics` and `/health` HTTP listener.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -45,6 +49,8 @@ impl Default for Config {
             sys: SysConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            persistence: PersistenceConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -60,6 +66,11 @@ pub struct ListenerConfig {
     /// certificates); default none: plain MQTT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// For a TLS listener: when its certificate or key file does not exist
+    /// at start-up, skip the listener (and log it) instead of refusing to
+    /// start. Other certificate problems still stop start-up. Default false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 impl Default for ListenerConfig {
@@ -67,7 +78,20 @@ impl Default for ListenerConfig {
         ListenerConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
             tls: None,
+            optional: false,
         }
+    }
+}
+
+impl ListenerConfig {
+    /// Whether this is an `optional` TLS listener whose certificate or key
+    /// file is missing: [`Broker::start`](crate::Broker::start) skips it.
+    pub fn is_absent(&self) -> bool {
+        self.optional
+            && self
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.cert.exists() || !t.key.exists())
     }
 }
 
@@ -126,12 +150,95 @@ pub struct LogConfig {
     /// directives such as `midge_broker=debug`. `RUST_LOG` overrides it.
     /// Default `info`.
     pub level: String,
+    /// `text` (one line per event, for people) or `json` (one JSON object
+    /// per line, for log pipelines). Default `text`.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log events are written, to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2024-01-01T00:00:00.000000Z  INFO midge_broker::connection: client
+    /// connected client_id=c1 peer=127.0.0.1:50000 ...`
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and the event's own fields (`client_id`, `peer`, `reason`, ...) at
+    /// the top level.
+    Json,
+}
+
+/// The `[metrics]` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener serving `GET /metrics` (Prometheus text
+    /// format) and `GET /health`. Default none: no HTTP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+}
+
+/// The `[persistence]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// Whether retained messages and persistent sessions are kept on disk.
+    /// Default true; false keeps everything in memory only.
+    pub enabled: bool,
+    /// The data directory, relative to the working directory; created if
+    /// missing. `--data-dir` overrides it. Default `data`.
+    pub dir: PathBuf,
+    /// When acknowledgements are sent relative to the disk. Default
+    /// [`SyncMode::Always`].
+    pub sync: SyncMode,
+    /// With `sync = "periodic"`: milliseconds between syncs. Default 1000.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: true,
+            dir: PathBuf::from("data"),
+            sync: SyncMode::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+/// How the journal uses `fdatasync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// PUBACK, PUBREC and SUBACK wait until what they promise is synced to
+    /// disk; concurrent writes share one sync (group commit).
+    #[default]
+    Always,
+    /// Acknowledge once written to the operating system; sync every
+    /// `sync_interval_ms`. A power cut can lose that last interval.
+    Periodic,
+    /// Acknowledge once written to the operating system and leave syncing
+    /// to it.
+    Off,
+}
+
+impl SyncMode {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Always => "always",
+            SyncMode::Periodic => "periodic",
+            SyncMode::Off => "off",
         }
     }
 }
@@ -250,6 +357,16 @@ impl Config {
         if self.listeners.is_empty() {
             return Err(bad("listeners", "at least one listener is needed".into()));
         }
+        if let Some(i) = self
+            .listeners
+            .iter()
+            .position(|l| l.optional && l.tls.is_none())
+        {
+            return Err(bad(
+                &format!("listeners[{i}].optional"),
+                "only a TLS listener can be optional".into(),
+            ));
+        }
         let l = &self.limits;
         if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&l.max_packet_size) {
             return Err(bad(
@@ -278,6 +395,15 @@ impl Config {
         if l.connect_timeout_s == 0 {
             return Err(bad("limits.connect_timeout_s", "must be at least 1".into()));
         }
+        if self.persistence.sync_interval_ms == 0 {
+            return Err(bad(
+                "persistence.sync_interval_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.persistence.dir.as_os_str().is_empty() {
+            return Err(bad("persistence.dir", "must not be empty".into()));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(bad(
                 "log.level",
@@ -285,6 +411,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Removes the listeners [`ListenerConfig::is_absent`] says to skip
+    /// and returns them.
+    pub fn remove_absent_listeners(&mut self) -> Vec<ListenerConfig> {
+        let (absent, present) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(ListenerConfig::is_absent);
+        self.listeners = present;
+        absent
     }
 
     /// The configuration as TOML, for `--print-config`.

@@ -216,3 +216,104 @@ fn the_printed_configuration_loads_back_to_the_same_configuration() {
     let printed = c.to_toml();
     assert_eq!(load(&printed, &[], None).expect("loads"), c);
 }
+
+#[test]
+fn metrics_are_off_and_logs_are_text_by_default() {
+    let c = Config::default();
+    assert_eq!(c.metrics.bind, None);
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn metrics_bind_and_log_format_load_from_the_file_and_the_environment() {
+    let c = load(
+        "[metrics]\nbind = \"127.0.0.1:9100\"\n[log]\nformat = \"json\"\n",
+        &[],
+        None,
+    )
+    .expect("loads");
+    assert_eq!(
+        c.metrics.bind,
+        Some("127.0.0.1:9100".parse().expect("addr"))
+    );
+    assert_eq!(c.log.format, LogFormat::Json);
+    let env = [
+        ("MIDGE_METRICS__BIND", "0.0.0.0:9200"),
+        ("MIDGE_LOG__FORMAT", "json"),
+    ];
+    let c = load("", &env, None).expect("loads");
+    assert_eq!(c.metrics.bind, Some("0.0.0.0:9200".parse().expect("addr")));
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+#[test]
+fn an_unknown_log_format_or_metrics_key_is_refused_by_name() {
+    let e = error("[log]\nformat = \"xml\"\n", &[]);
+    assert!(e.contains("`log.format`"), "{e}");
+    assert!(e.contains("xml"), "{e}");
+    let e = error("[metrics]\nport = 9100\n", &[]);
+    assert!(e.contains("`metrics.port`: unknown key"), "{e}");
+    let e = error("[metrics]\nbind = \"9100\"\n", &[]);
+    assert!(e.contains("`metrics.bind`"), "{e}");
+}
+
+#[test]
+fn only_a_tls_listener_can_be_optional() {
+    let e = error(
+        "[[listeners]]\nbind = \"127.0.0.1:1\"\noptional = true\n",
+        &[],
+    );
+    assert!(e.contains("`listeners[0].optional`"), "{e}");
+    assert!(e.contains("only a TLS listener"), "{e}");
+}
+
+#[test]
+fn an_optional_tls_listener_without_its_files_is_removed_and_others_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    let file = format!(
+        "[[listeners]]\nbind = \"127.0.0.1:1883\"\n\
+         [[listeners]]\nbind = \"127.0.0.1:8883\"\noptional = true\n\
+         tls = {{ cert = {cert:?}, key = {key:?} }}\n"
+    );
+    let mut c = load(&file, &[], None).expect("loads");
+    let absent = c.clone().remove_absent_listeners();
+    assert_eq!(absent.len(), 1);
+    assert_eq!(absent[0].bind.port(), 8883);
+    std::fs::write(&cert, "x").expect("write");
+    let mut only_cert = c.clone();
+    assert_eq!(only_cert.remove_absent_listeners().len(), 1);
+    std::fs::write(&key, "x").expect("write");
+    assert!(c.remove_absent_listeners().is_empty());
+    assert_eq!(c.listeners.len(), 2);
+}
+
+#[test]
+fn persistence_is_on_by_default_in_data_with_sync_always() {
+    let p = Config::default().persistence;
+    assert!(p.enabled);
+    assert_eq!(p.dir, PathBuf::from("data"));
+    assert_eq!(p.sync, SyncMode::Always);
+    assert_eq!(p.sync_interval_ms, 1000);
+    let c = load(
+        "[persistence]\nenabled = false\ndir = \"/var/lib/midge\"\nsync = \"periodic\"\nsync_interval_ms = 50\n",
+        &[("MIDGE_PERSISTENCE__SYNC", "off")],
+        None,
+    )
+    .expect("loads");
+    assert!(!c.persistence.enabled);
+    assert_eq!(c.persistence.dir, PathBuf::from("/var/lib/midge"));
+    assert_eq!(c.persistence.sync, SyncMode::Off);
+    assert_eq!(c.persistence.sync_interval_ms, 50);
+}
+
+#[test]
+fn a_bad_persistence_value_is_refused_by_name() {
+    let e = error("[persistence]\nsync = \"sometimes\"\n", &[]);
+    assert!(e.contains("sync"), "{e}");
+    let e = error("[persistence]\nsync_interval_ms = 0\n", &[]);
+    assert!(e.contains("persistence.sync_interval_ms"), "{e}");
+    let e = error("[persistence]\nfsync = true\n", &[]);
+    assert!(e.contains("persistence.fsync"), "{e}");
+}

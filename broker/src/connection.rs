@@ -11,6 +11,14 @@
 //! client that does not read stops receiving (its mailbox fills and drops)
 //! without stalling anyone else. Only cancel-safe operations (`read_buf`,
 //! `write_buf`, `flush`, `Notified`, timers) are raced.
+//!
+//! With persistence on, each turn journals the session's changes (and each
+//! publish its fan-out, in [`Router::publish_with`]) and binds the
+//! session's held acknowledgements to the journal ticket; the connection's
+//! own `Notify` wakes it when the writer has made the ticket durable, and
+//! in between it keeps serving reads, deliveries and timers.
+//!
+//! [`Router::publish_with`]: crate::router::Router::publish_with
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +30,15 @@ use midge_protocol::{
     Publish, QoS, Subscribe, SubscribeReturnCode, Unsubscribe,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::ClientInfo;
 use crate::handshake::{check_client_id, claim_session, login, read_connect, refuse};
 use crate::mailbox::{Delivery, Mailbox};
-use crate::metrics::{Metrics, Tally};
+use crate::metrics::{DropReason, Metrics, Tally};
+use crate::persist::Op;
 use crate::registry::LiveConn;
 use crate::session::{Event, ProtocolError, Session, SessionLimits, Transmit};
 use crate::shared::Shared;
@@ -123,7 +133,7 @@ pub async fn serve<S>(
         Ok(Err(Close::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
             let code = ConnectReturnCode::UnacceptableProtocolVersion;
             refuse(&mut io, code, &shared).await;
-            warn!(%peer, level, "connection refused: unsupported protocol level [MQTT-3.1.2-2]");
+            warn!(%peer, level, reason = "unsupported protocol level [MQTT-3.1.2-2]", "connection refused");
             return;
         }
         Ok(Err(close)) => return log_close(peer, None, &close),
@@ -136,13 +146,13 @@ pub async fn serve<S>(
         Err(code) => {
             refuse(&mut io, code, &shared).await;
             let id = connect.client_id.as_str();
-            warn!(%peer, client_id = id, "connection refused: {}", code.reason());
+            warn!(%peer, client_id = id, reason = code.reason(), "connection refused");
             return;
         }
     };
     if let Err(code) = login(&mut connect, &client_id, peer, cert, &shared, &shutdown).await {
         refuse(&mut io, code, &shared).await;
-        warn!(%peer, client_id = %client_id, "connection refused: {}", code.reason());
+        warn!(%peer, client_id = %client_id, reason = code.reason(), "connection refused");
         return;
     }
     let live = LiveConn {
@@ -178,6 +188,7 @@ enum Wake {
     Flushed(std::io::Result<()>),
     Mail,
     Timer,
+    Durable,
 }
 
 /// A connection past CONNACK.
@@ -193,6 +204,10 @@ struct Connection<R, W> {
     will: Option<LastWill>,
     batch: Vec<Delivery>,
     tally: Tally,
+    /// Notified when this connection's journal writes are durable.
+    waker: Arc<Notify>,
+    /// Journal changes on their way out (kept for its allocation).
+    ops: Vec<Op>,
 }
 
 fn now() -> std::time::Instant {
@@ -220,7 +235,7 @@ where
         };
         let session_present = resumed.is_some();
         let keep_alive = connect.keep_alive;
-        let session = match resumed {
+        let mut session = match resumed {
             Some(state) => Session::resume(client_id.clone(), keep_alive, state, limits, now()),
             None => Session::new(
                 client_id.clone(),
@@ -230,6 +245,10 @@ where
                 now(),
             ),
         };
+        if let Some(journal) = &shared.journal {
+            let sid = mailbox.is_journaled().then(|| mailbox.id());
+            session.set_journal(sid, journal.last_ticket());
+        }
         info!(
             client_id = %client_id, %peer, clean_session = connect.clean_session,
             keep_alive, session_present, protocol = ?connect.protocol, "client connected"
@@ -247,6 +266,8 @@ where
             will: connect.last_will,
             batch: Vec::new(),
             tally: Tally::default(),
+            waker: Arc::new(Notify::new()),
+            ops: Vec::new(),
         };
         let connack = Packet::ConnAck(ConnAck {
             session_present,
@@ -267,8 +288,13 @@ where
 
     async fn drive(&mut self, shutdown: &CancellationToken, kick: &CancellationToken) -> Close {
         let mailbox = self.mailbox.clone();
+        let waker = self.waker.clone();
         loop {
+            if let Some(journal) = &self.shared.journal {
+                self.session.handle_durable(journal.durable());
+            }
             self.pump();
+            let held = self.session.waiting_for().is_some();
             let deadline = self
                 .session
                 .next_deadline()
@@ -286,9 +312,12 @@ where
                 r = io.rd.read_buf(&mut io.inbuf), if can_read => Wake::Read(r),
                 w = write_or_flush(&mut io.wr, &mut io.outbuf), if !io.outbuf.is_empty() || io.needs_flush => w,
                 _ = mailbox.notified(), if want_mail => Wake::Mail,
+                _ = waker.notified(), if held => Wake::Durable,
                 _ = sleep_until(deadline) => Wake::Timer,
             };
             let result = self.on_wake(wake);
+            self.tally
+                .observe_session(self.session.inflight_len(), self.session.pending_len());
             self.tally.flush(&self.shared.metrics);
             if let Err(close) = result {
                 return close;
@@ -319,7 +348,7 @@ where
             Wake::Read(Err(e)) | Wake::Wrote(Err(e)) | Wake::Flushed(Err(e)) => {
                 return Err(e.into())
             }
-            Wake::Mail => {}
+            Wake::Mail | Wake::Durable => {}
             Wake::Timer => self.session.handle_timeout(now())?,
         }
         Ok(())
@@ -338,10 +367,22 @@ where
                 Some(Event::Disconnect) => return Err(Close::Disconnect),
             }
         }
+        self.journal_ops();
         if self.io.inbuf.is_empty() && self.io.inbuf.capacity() > KEEP_CAPACITY {
             self.io.inbuf = BytesMut::with_capacity(READ_RESERVE);
         }
         Ok(())
+    }
+
+    /// Journals the session's pending changes and binds its held packets
+    /// to them (to nothing when there were none).
+    fn journal_ops(&mut self) {
+        let Some(journal) = &self.shared.journal else {
+            return;
+        };
+        self.session.take_ops(&mut self.ops);
+        let ticket = journal.submit(&mut self.ops, Some(&self.waker));
+        self.session.bind(ticket);
     }
 
     fn info(&self) -> ClientInfo<'_> {
@@ -354,20 +395,31 @@ where
 
     fn on_publish(&mut self, p: Publish) {
         let metrics = &self.shared.metrics;
-        self.tally.publish_received += 1;
+        self.tally.on_publish_in(p.qos(), p.payload.len());
         // Clients cannot write into the broker's own topics.
         if is_sys(&p.topic) {
-            Metrics::add(&metrics.publish_dropped, 1);
+            metrics.dropped(DropReason::SysTopic, 1);
             debug!(client_id = %self.client_id, topic = %p.topic, "publish to $SYS dropped");
             return;
         }
         if !self.shared.auth.may_publish(&self.info(), &p.topic) {
+            metrics.dropped(DropReason::NotAuthorized, 1);
             debug!(client_id = %self.client_id, topic = %p.topic, "publish not authorised: dropped");
             return;
         }
-        self.shared
-            .router
-            .publish(&p.topic, &p.payload, p.qos(), p.retain);
+        // The session's changes so far (an inbound QoS 2 id) go into the
+        // publish's own journal transaction: both or neither survive.
+        self.session.take_ops(&mut self.ops);
+        let waker = Some(&self.waker);
+        let (_, ticket) = self.shared.router.publish_with(
+            &p.topic,
+            &p.payload,
+            p.qos(),
+            p.retain,
+            &mut self.ops,
+            waker,
+        );
+        self.session.bind(ticket);
     }
 
     fn on_subscribe(&mut self, s: Subscribe) {
@@ -391,14 +443,19 @@ where
         // SUBACK first, then the retained messages [MQTT-3.3.1-6].
         self.session.subscribed(s.pkid, &results);
         let mut dropped = 0;
-        for d in retained {
+        for mut d in retained {
+            if d.qos != QoS::AtMostOnce {
+                // Numbered like the mailbox's own: a persistent session
+                // journals it.
+                d.seq = self.mailbox.next_seq();
+            }
             if self.shared.auth.may_receive(&self.info(), d.msg.topic()) && !self.session.enqueue(d)
             {
                 dropped += 1;
             }
         }
         if dropped > 0 {
-            Metrics::add(&self.shared.metrics.publish_dropped, dropped);
+            self.shared.metrics.dropped(DropReason::QueueFull, dropped);
             warn!(
                 client_id = %self.client_id, dropped,
                 "client queue full: retained messages for its new subscription dropped"
@@ -432,9 +489,14 @@ where
             for d in batch.drain(..) {
                 if self.shared.auth.may_receive(&self.info(), d.msg.topic()) {
                     self.session.offer(d);
+                } else {
+                    self.session.discard(&d);
                 }
             }
             self.batch = batch;
+        }
+        if self.session.has_ops() {
+            self.journal_ops();
         }
         while self.io.outbuf.len() < OUT_HIGH_WATER {
             let Some(t) = self.session.poll_transmit() else {
@@ -461,7 +523,8 @@ where
                 delivery
                     .msg
                     .write_to(out, delivery.qos, pkid, dup, delivery.retain);
-                self.tally.publish_sent += 1;
+                self.tally
+                    .on_publish_out(delivery.qos, delivery.msg.payload_len());
             }
         }
         self.tally.messages_sent += 1;
@@ -469,8 +532,11 @@ where
 
     /// Publishes the will if the end calls for it, releases the session and
     /// logs the end.
-    fn finish(self, close: Close) {
+    fn finish(mut self, close: Close) {
+        // What the session changed in its last turn is kept too.
+        self.journal_ops();
         let mut tally = self.tally;
+        tally.observe_session(0, 0);
         tally.flush(&self.shared.metrics);
         self.shared.metrics.client_disconnected();
         if close.publishes_will() {

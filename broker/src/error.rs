@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::auth::state::AuthError;
 use crate::config::ConfigError;
+use crate::persist::PersistError;
 use crate::tls::TlsError;
 
 /// Why [`Broker::start`](crate::Broker::start) failed.
@@ -32,6 +33,10 @@ pub enum BrokerError {
         /// Why.
         source: TlsError,
     },
+    /// The data directory cannot be used (not its contents: damaged files
+    /// are recovered from, never a reason to stop).
+    #[error(transparent)]
+    Persistence(#[from] PersistError),
 }
 
 /// Why [`Broker::reload`](crate::Broker::reload) failed, for each file that

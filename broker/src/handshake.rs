@@ -98,6 +98,7 @@ pub(crate) async fn login(
         None => authenticate(connect, client_id, peer, shared).await,
     };
     if verdict.is_err() {
+        Metrics::add(&shared.metrics.auth_failures, 1);
         let delay = shared.login_throttle.on_failure(peer.ip(), Instant::now());
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -192,7 +193,7 @@ pub(crate) async fn refuse_excess<S>(
         needs_flush: false,
     };
     let limit = shared.config.limits.max_connections;
-    warn!(%peer, limit, "connection refused: max_connections reached");
+    warn!(%peer, limit, reason = "max_connections reached", "connection refused");
     let wait = Duration::from_secs(
         shared
             .config
@@ -209,8 +210,10 @@ pub(crate) async fn refuse_excess<S>(
     }
 }
 
-/// Claims the session, waiting for a connection that holds it to let go.
-/// `None` if the broker shuts down meanwhile.
+/// Claims the session, waiting for a connection that holds it to let go,
+/// and, when an old persistent session was discarded, for the journal to
+/// hold that (CONNACK promises a clean start). `None` if the broker shuts
+/// down meanwhile.
 pub(crate) async fn claim_session(
     shared: &Shared,
     client_id: &Arc<str>,
@@ -223,7 +226,19 @@ pub(crate) async fn claim_session(
             .registry
             .claim(client_id, connect.clean_session, live)
         {
-            Claim::Granted { mailbox, resumed } => return Some((mailbox, resumed)),
+            Claim::Granted {
+                mailbox,
+                resumed,
+                ticket,
+            } => {
+                if let Some(journal) = shared.journal.as_ref().filter(|_| ticket != 0) {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = journal.wait_durable(ticket) => {}
+                    }
+                }
+                return Some((mailbox, resumed));
+            }
             Claim::Busy(old_exited) => {
                 debug!(client_id = %client_id, "taking over the session from its connection");
                 tokio::select! {

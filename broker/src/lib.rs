@@ -36,15 +36,22 @@
 //! - [`router`] and [`trie`]: from a topic to its subscribers.
 //! - [`message`]: a routed message, encoded once.
 //! - [`retained`] and [`store`]: retained messages and parked sessions,
-//!   each behind a trait so durable stores can replace the in-memory ones.
+//!   in memory.
+//! - [`persist`]: durability: the journal (group commit, checkpoints) that
+//!   keeps retained messages and persistent sessions on disk, and the
+//!   recovery that restores them from a data directory in any state.
 //! - [`auth`]: the access-control hook, [`auth::Authorizer`]; its
 //!   implementation over Mosquitto-format password and ACL files
 //!   ([`auth::state`], [`auth::password`], [`auth::acl`]) and the login
 //!   failure throttle ([`auth::throttle`]).
 //! - [`passwd_cmd`]: `midge passwd`, which edits password files.
-//! - [`metrics`] and [`sys`]: counters and the `$SYS/broker/...` topics.
+//! - [`metrics`], [`samples`], [`sys`] and [`http`]: counters and gauges,
+//!   the one list of numbers drawn from them, and its two publishers: the
+//!   `$SYS/broker/...` topics and the `[metrics]` HTTP listener
+//!   (Prometheus `/metrics`, `/health`).
+//! - [`health_cmd`]: `midge health`, the container health check.
 //! - [`shutdown`]: the cancellation token and task tracker.
-//! - `main.rs`: the command line.
+//! - `main.rs`: the command line and logging (text or JSON lines).
 //!
 //! # Design
 //!
@@ -96,6 +103,17 @@
 //! a live session's id kicks the first (which publishes its will) and waits
 //! for it to let go.
 //!
+//! **Durability.** With `[persistence]` on (the default) the state stays in
+//! memory and a journal ([`persist`]) records every change of what must
+//! survive: retained messages and persistent sessions with their
+//! subscriptions, queues, unacknowledged deliveries and QoS 2 ids. A
+//! publish's fan-out to persistent sessions is one journal transaction; the
+//! acknowledgements that promise something (PUBACK, PUBREC, SUBACK, ...)
+//! wait in the session's ordered output until one writer thread has
+//! synced it, many connections' changes per sync (group commit), while the
+//! connection keeps serving. Clean sessions never touch the disk. Start-up
+//! restores everything and recovers from any damage to the files.
+//!
 //! **Security.** [`auth::Authorizer`] is asked at CONNECT (password, then
 //! the will topic), SUBSCRIBE (0x80 when refused), PUBLISH (dropped but
 //! acknowledged) and at every delivery, so a granted wildcard never leaks
@@ -105,22 +123,41 @@
 //! thread; a refused login waits a delay that grows per address. TLS
 //! handshakes run in the connection's task, under the CONNECT timeout.
 //!
-//! **Later issues** plug in at: [`store::SessionStore`] and
-//! [`retained::RetainedStore`] (persistence), [`auth::Authorizer`] (other
+//! **Monitoring.** Counters and gauges are relaxed atomics in
+//! [`metrics::Metrics`]; a connection counts into a private
+//! [`metrics::Tally`] and adds it once per loop turn, so the message path
+//! takes no lock and touches no shared cache line per packet. A snapshot
+//! ([`Stats`]) becomes one list of numbers ([`samples::samples`]) that
+//! feeds both the `$SYS/broker/...` topics and, when `[metrics] bind` is
+//! set, the Prometheus `/metrics` endpoint of a small HTTP/1.1 listener
+//! whose `/health` answers 200 while every MQTT listener accepts. A TLS
+//! listener marked `optional` is skipped when its certificate files are
+//! missing, so one configuration serves with and without mounted
+//! certificates (the Docker image's).
+//!
+//! **Later issues** plug in at: [`auth::Authorizer`] (other
 //! authentication back ends) and [`metrics::Metrics`] (monitoring).
+//! Durability did not replace [`store::SessionStore`] or
+//! [`retained::RetainedStore`] with disk-backed ones: their whole-state
+//! `park`/`put` cannot promise that a single acknowledged message is on
+//! disk, so the journal records changes as they happen instead.
 
 pub mod auth;
 pub mod config;
 mod connection;
 pub mod error;
 mod handshake;
+pub mod health_cmd;
+pub mod http;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
 pub mod passwd_cmd;
+pub mod persist;
 pub mod registry;
 pub mod retained;
 pub mod router;
+pub mod samples;
 pub mod server;
 pub mod session;
 pub mod shared;
@@ -132,8 +169,10 @@ pub mod trie;
 
 pub use config::{AuthConfig, TlsConfig};
 pub use config::{
-    Config, ConfigError, LimitsConfig, ListenerConfig, LoadOptions, LogConfig, SysConfig,
+    Config, ConfigError, LimitsConfig, ListenerConfig, LoadOptions, LogConfig, LogFormat,
+    MetricsConfig, SysConfig,
 };
+pub use config::{PersistenceConfig, SyncMode};
 pub use error::{BrokerError, ReloadError};
 pub use metrics::Stats;
 pub use server::Broker;

@@ -11,8 +11,14 @@
 //! is away it is *offline* and keeps QoS 1/2 deliveries only (QoS 0 messages
 //! are not queued for absent clients), and the next connection with the same
 //! client id picks it up again.
+//!
+//! A *journaled* mailbox (a persistent session while persistence is on)
+//! numbers its QoS 1/2 deliveries as they are queued: the number (`seq`)
+//! names the delivery in the journal until it is acknowledged.
 
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use midge_protocol::QoS;
@@ -31,6 +37,8 @@ pub struct Delivery {
     /// RETAIN flag on the wire: set only for retained messages sent because
     /// of a new subscription [MQTT-3.3.1-8] [MQTT-3.3.1-9].
     pub retain: bool,
+    /// Its number in a journaled session's queue; 0 when not journaled.
+    pub seq: u64,
 }
 
 /// What became of a pushed delivery.
@@ -63,6 +71,8 @@ struct Inner {
     queue: VecDeque<Delivery>,
     state: State,
     overflowing: bool,
+    /// The next `seq` for a journaled mailbox.
+    next_seq: u64,
 }
 
 /// A session's queue of deliveries, shared by publishers and its connection.
@@ -71,23 +81,67 @@ pub struct Mailbox {
     id: u64,
     client_id: Arc<str>,
     limit: usize,
+    journaled: bool,
     inner: Mutex<Inner>,
+    /// The queue's length as of the last unlock, for lock-free counting.
+    len: AtomicUsize,
     notify: Notify,
+}
+
+/// The mailbox's lock, held. Releasing it publishes the queue's length to
+/// [`Mailbox::len`], whatever the critical section did, so metrics count
+/// queued messages without taking the lock.
+struct Locked<'a> {
+    inner: MutexGuard<'a, Inner>,
+    len: &'a AtomicUsize,
+}
+
+impl Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Runs before the guard field is dropped: still under the lock.
+        self.len.store(self.inner.queue.len(), Ordering::Relaxed);
+    }
 }
 
 impl Mailbox {
     /// An online mailbox holding at most `limit` deliveries. `id` is unique
     /// for the broker's lifetime: the subscription trie keys on it.
     pub fn new(id: u64, client_id: Arc<str>, limit: usize) -> Arc<Mailbox> {
+        Mailbox::build(id, client_id, limit, None)
+    }
+
+    /// A mailbox whose QoS 1/2 deliveries are journaled, numbered from
+    /// `next_seq` on (above every number the journal holds for it).
+    pub fn journaled(id: u64, client_id: Arc<str>, limit: usize, next_seq: u64) -> Arc<Mailbox> {
+        Mailbox::build(id, client_id, limit, Some(next_seq.max(1)))
+    }
+
+    fn build(id: u64, client_id: Arc<str>, limit: usize, seq: Option<u64>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             id,
             client_id,
             limit,
+            journaled: seq.is_some(),
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 state: State::Online,
                 overflowing: false,
+                next_seq: seq.unwrap_or(0),
             }),
+            len: AtomicUsize::new(0),
             notify: Notify::new(),
         })
     }
@@ -107,27 +161,58 @@ impl Mailbox {
         &self.client_id
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // Every critical section leaves `Inner` consistent, so a poisoned
         // lock (a panic elsewhere) is safe to keep using.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Locked {
+            inner,
+            len: &self.len,
+        }
+    }
+
+    /// Whether its QoS 1/2 deliveries are journaled.
+    pub fn is_journaled(&self) -> bool {
+        self.journaled
+    }
+
+    /// A fresh `seq` for a delivery that bypasses the queue (retained
+    /// messages for a new subscription); 0 when not journaled.
+    pub fn next_seq(&self) -> u64 {
+        if !self.journaled {
+            return 0;
+        }
+        let mut inner = self.lock();
+        inner.next_seq += 1;
+        inner.next_seq - 1
     }
 
     /// Queues `delivery` unless the mailbox is full, closed, or offline and
     /// the delivery is QoS 0.
     pub fn push(&self, delivery: Delivery) -> Push {
+        self.push_numbered(delivery).0
+    }
+
+    /// [`Mailbox::push`], also returning the `seq` given to the delivery (0
+    /// unless it was queued in a journaled mailbox at QoS 1/2).
+    pub fn push_numbered(&self, mut delivery: Delivery) -> (Push, u64) {
         let mut inner = self.lock();
         match inner.state {
-            State::Closed => return Push::Closed,
-            State::Offline if delivery.qos == QoS::AtMostOnce => return Push::Skipped,
+            State::Closed => return (Push::Closed, 0),
+            State::Offline if delivery.qos == QoS::AtMostOnce => return (Push::Skipped, 0),
             _ => {}
         }
         if inner.queue.len() >= self.limit {
             let first = !inner.overflowing;
             inner.overflowing = true;
-            return Push::Dropped { first };
+            return (Push::Dropped { first }, 0);
         }
         inner.overflowing = false;
+        if self.journaled && delivery.qos != QoS::AtMostOnce {
+            delivery.seq = inner.next_seq;
+            inner.next_seq += 1;
+        }
+        let seq = delivery.seq;
         inner.queue.push_back(delivery);
         let wake = inner.queue.len() == 1 && inner.state == State::Online;
         drop(inner);
@@ -136,7 +221,7 @@ impl Mailbox {
             // it takes everything queued before it waits again.
             self.notify.notify_one();
         }
-        Push::Queued
+        (Push::Queued, seq)
     }
 
     /// Moves deliveries from the front into `out` while `accept` says yes.
@@ -159,9 +244,9 @@ impl Mailbox {
         self.notify.notified()
     }
 
-    /// The number of queued deliveries.
+    /// The number of queued deliveries (as of the last change; no lock).
     pub fn len(&self) -> usize {
-        self.lock().queue.len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether nothing is queued.
@@ -216,6 +301,7 @@ mod tests {
             msg: Message::new("t", &[n], qos, false).expect("message"),
             qos,
             retain: false,
+            seq: 0,
         }
     }
 

@@ -1,6 +1,10 @@
 //! The `midge` command: load the configuration, start the broker, reload
 //! its password, ACL and certificate files on SIGHUP, stop it on SIGINT or
-//! SIGTERM. `midge passwd` manages password files.
+//! SIGTERM. `midge passwd` manages password files; `midge health` checks a
+//! running broker (for container health checks).
+//!
+//! Logs go to standard error, as text lines or (`[log] format = "json"`)
+//! one JSON object per line.
 //!
 //! Exit codes: 0 after a clean stop, 2 for a configuration that cannot be
 //! used (the message names the file, key and problem), 1 when the broker
@@ -11,8 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use midge_broker::health_cmd::{self, HealthArgs};
 use midge_broker::passwd_cmd::{self, PasswdArgs};
-use midge_broker::{Broker, BrokerError, Config, LoadOptions};
+use midge_broker::{Broker, BrokerError, Config, LoadOptions, LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Midge: a small, fast MQTT 3.1.1 broker.
@@ -31,6 +36,11 @@ struct Cli {
     #[arg(long)]
     print_config: bool,
 
+    /// Data directory for persistent sessions and retained messages,
+    /// overriding `[persistence] dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -41,6 +51,10 @@ enum Command {
     /// Add, change (-b for batch) or delete (-D) a user in a
     /// Mosquitto-format password file; new entries use argon2id.
     Passwd(PasswdArgs),
+    /// Check that a broker is serving: CONNECT and PINGREQ on its first
+    /// plain listener (and `GET /health` with --metrics). Exit 0 healthy,
+    /// 1 not, 2 bad configuration.
+    Health(HealthArgs),
 }
 
 /// How long the broker gets to stop after a signal before the process exits
@@ -53,23 +67,31 @@ fn main() -> ExitCode {
         let code = passwd_cmd::exit_code(passwd_cmd::execute(args));
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if let Some(Command::Health(args)) = &cli.command {
+        let result = health_cmd::execute(args, cli.config.clone());
+        return ExitCode::from(health_cmd::exit_code(result));
+    }
     let opts = LoadOptions {
         file: cli.config,
         env: None,
         port: cli.port,
     };
-    let config = match Config::load(&opts) {
+    let mut config = match Config::load(&opts) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("midge: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(dir) = cli.data_dir {
+        // A flag: the strongest layer, over file and environment.
+        config.persistence.dir = dir;
+    }
     if cli.print_config {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log.level);
+    init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,18 +137,31 @@ async fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `RUST_LOG` when set, else the configured level.
-fn init_logging(level: &str) {
+/// Logs to standard error at `RUST_LOG` when set, else the configured
+/// level, in the configured format.
+fn init_logging(log: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal, not in log files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => {
+            // Colours only for a person at a terminal, not in log files.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            fmt.with_ansi(ansi).init();
+        }
+        // One object per line, the event's fields at the top level next to
+        // `message`, so pipelines index `client_id`, `peer` and `reason`
+        // without digging.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Waits for SIGTERM or SIGINT, reloading the security files on each

@@ -27,6 +27,8 @@ pub struct Message {
     topic: ByteStr,
     qos: QoS,
     retain: bool,
+    /// Its journal id ([`crate::persist`]); 0 when it is not journaled.
+    id: u64,
 }
 
 /// Why a message cannot be built.
@@ -47,6 +49,17 @@ impl Message {
         payload: &[u8],
         qos: QoS,
         retain: bool,
+    ) -> Result<Arc<Message>, MessageError> {
+        Message::stored(topic, payload, qos, retain, 0)
+    }
+
+    /// Encodes a message that the journal knows as `id` (non-zero).
+    pub fn stored(
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        id: u64,
     ) -> Result<Arc<Message>, MessageError> {
         let topic_len =
             u16::try_from(topic.len()).map_err(|_| MessageError::TopicTooLong(topic.len()))?;
@@ -71,7 +84,13 @@ impl Message {
             topic,
             qos,
             retain,
+            id,
         }))
+    }
+
+    /// Its journal id; 0 when it is not journaled.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The topic name.

@@ -8,8 +8,14 @@
 //! before claiming it [MQTT-3.1.4-2]; the old connection publishes its will
 //! on the way out like any connection closed without DISCONNECT.
 //!
-//! Lock order: the registry's mutex, then the router's trie. Nothing takes
-//! them the other way round, and neither is held across an `.await`.
+//! With persistence on, a persistent session is journaled from its start
+//! ([`Op::SessionNew`]) to its end ([`Op::SessionDel`]) under its mailbox
+//! id, and [`Registry::restore`] brings the journaled sessions back,
+//! parked, at start-up.
+//!
+//! Lock order: the registry's mutex, then the router's trie, then the
+//! journal's queue. Nothing takes them the other way round, and none is
+//! held across an `.await`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +23,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::mailbox::Mailbox;
+use midge_protocol::{PacketId, QoS};
+
+use crate::mailbox::{Delivery, Mailbox};
+use crate::persist::{EntryState, Journal, Op, RestoredSession};
 use crate::router::Router;
-use crate::session::{Session, SessionState};
+use crate::session::{OutState, Outgoing, Session, SessionState};
 use crate::store::SessionStore;
 
 /// How a connection is reached by the registry.
@@ -49,6 +58,9 @@ pub enum Claim {
         mailbox: Arc<Mailbox>,
         /// Parked state to resume.
         resumed: Option<SessionState>,
+        /// The journal ticket CONNACK waits for: an old session discarded
+        /// must stay discarded after a crash (0: nothing to wait for).
+        ticket: u64,
     },
     /// Another connection holds the session and has been told to close:
     /// wait for this token, then claim again.
@@ -62,6 +74,7 @@ pub struct Registry {
     router: Arc<Router>,
     queue_limit: usize,
     next_mailbox: AtomicU64,
+    journal: Option<Journal>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -81,6 +94,35 @@ impl Registry {
             router,
             queue_limit,
             next_mailbox: AtomicU64::new(1),
+            journal: None,
+        }
+    }
+
+    /// The registry journaling persistent sessions through `journal`.
+    pub fn with_journal(mut self, journal: Option<Journal>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// The journal, when persistence is on.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Journals `op` on its own; its ticket (0 without a journal).
+    fn journal_op(&self, op: Op) -> u64 {
+        self.journal
+            .as_ref()
+            .map_or(0, |j| j.submit(&mut vec![op], None))
+    }
+
+    /// Ends a session's mailbox; a journaled session is deleted from the
+    /// journal. Returns the journal ticket (0 if none).
+    fn end(&self, mailbox: &Mailbox) -> u64 {
+        mailbox.close();
+        match mailbox.is_journaled() {
+            true => self.journal_op(Op::SessionDel { sid: mailbox.id() }),
+            false => 0,
         }
     }
 
@@ -101,6 +143,7 @@ impl Registry {
     /// [MQTT-3.1.2-4].
     pub fn claim(&self, client_id: &Arc<str>, clean: bool, conn: &LiveConn) -> Claim {
         let mut clients = self.lock();
+        let mut ticket = 0;
         if let Some(entry) = clients.get_mut(client_id) {
             if let Some(live) = &entry.conn {
                 if !live.exited.is_cancelled() {
@@ -111,7 +154,7 @@ impl Registry {
                 // session state is gone. Refuse its mailbox further
                 // deliveries; its trie entries then route nowhere.
                 tracing::error!(client_id = %client_id, "session lost by a failed connection");
-                entry.mailbox.close();
+                self.end(&entry.mailbox);
                 clients.remove(client_id);
             } else {
                 let parked = self.store.take(client_id);
@@ -122,6 +165,7 @@ impl Registry {
                         return Claim::Granted {
                             mailbox: entry.mailbox.clone(),
                             resumed: Some(state),
+                            ticket: 0,
                         };
                     }
                 }
@@ -130,11 +174,32 @@ impl Registry {
                     let filters = state.subscriptions.keys().map(String::as_str);
                     self.router.unsubscribe_all(filters, entry.mailbox.id());
                 }
-                entry.mailbox.close();
+                ticket = self.end(&entry.mailbox);
                 clients.remove(client_id);
             }
         }
-        let mailbox = self.new_mailbox(client_id);
+        self.grant_new(&mut clients, client_id, clean, conn, ticket)
+    }
+
+    /// Starts a new session; a persistent one is journaled from here on.
+    fn grant_new(
+        &self,
+        clients: &mut HashMap<Arc<str>, Entry>,
+        client_id: &Arc<str>,
+        clean: bool,
+        conn: &LiveConn,
+        ticket: u64,
+    ) -> Claim {
+        let mailbox = match (&self.journal, clean) {
+            (Some(_), false) => {
+                let id = self.next_mailbox.fetch_add(1, Ordering::Relaxed);
+                let client_id = client_id.clone();
+                let mailbox = Mailbox::journaled(id, client_id.clone(), self.queue_limit, 1);
+                self.journal_op(Op::SessionNew { sid: id, client_id });
+                mailbox
+            }
+            _ => self.new_mailbox(client_id),
+        };
         let entry = Entry {
             mailbox: mailbox.clone(),
             conn: Some(conn.clone()),
@@ -143,6 +208,7 @@ impl Registry {
         Claim::Granted {
             mailbox,
             resumed: None,
+            ticket,
         }
     }
 
@@ -161,7 +227,7 @@ impl Registry {
             }
             let filters = session.subscriptions().map(|(f, _)| f);
             self.router.unsubscribe_all(filters, mailbox.id());
-            mailbox.close();
+            self.end(mailbox);
             return;
         }
         if let Some(entry) = clients.get_mut(&client_id) {
@@ -169,6 +235,37 @@ impl Registry {
         }
         mailbox.set_offline();
         self.store.park(&client_id, session.into_state());
+    }
+
+    /// Brings back the persistent sessions of the journal, parked, with
+    /// their subscriptions routed; session ids handed out from now on are
+    /// at least `next_id`. Of two sessions with the same client id (a lost
+    /// deletion) the newer is kept.
+    pub fn restore(&self, sessions: Vec<RestoredSession>, next_id: u64) {
+        self.next_mailbox.fetch_max(next_id, Ordering::Relaxed);
+        let mut clients = self.lock();
+        for s in sessions {
+            let client_id: Arc<str> = s.client_id.as_str().into();
+            if let Some(old) = clients.remove(&client_id) {
+                if let Some(state) = self.store.take(&client_id) {
+                    let filters = state.subscriptions.keys().map(String::as_str);
+                    self.router.unsubscribe_all(filters, old.mailbox.id());
+                }
+                self.end(&old.mailbox);
+            }
+            let next_seq = s.entries.last().map_or(1, |e| e.0 + 1);
+            let mailbox = Mailbox::journaled(s.sid, client_id.clone(), self.queue_limit, next_seq);
+            mailbox.set_offline();
+            for (filter, qos) in &s.subs {
+                self.router.subscribe(filter, &mailbox, *qos);
+            }
+            self.store.park(&client_id, restored_state(s));
+            let entry = Entry {
+                mailbox,
+                conn: None,
+            };
+            clients.insert(client_id, entry);
+        }
     }
 
     /// Sessions known, live and parked.
@@ -185,6 +282,53 @@ impl Registry {
     pub fn parked(&self) -> usize {
         self.store.len()
     }
+
+    /// Deliveries waiting in all sessions' mailboxes, live and parked. Reads
+    /// each mailbox's lock-free count: no mailbox lock is taken.
+    pub fn queued(&self) -> usize {
+        self.lock().values().map(|e| e.mailbox.len()).sum()
+    }
+}
+
+/// A journaled session as the session layer keeps it: sent deliveries in
+/// flight with their packet ids, the rest waiting in order.
+fn restored_state(s: RestoredSession) -> SessionState {
+    let mut state = SessionState {
+        subscriptions: s.subs.into_iter().collect(),
+        incoming_qos2: s.in2.into_iter().filter_map(PacketId::new).collect(),
+        ..SessionState::default()
+    };
+    for (seq, msg, qos, retain, entry) in s.entries {
+        let delivery = Delivery {
+            msg,
+            qos,
+            retain,
+            seq,
+        };
+        let sent = match entry {
+            EntryState::Queued => None,
+            EntryState::Sent(p) => PacketId::new(p).map(|id| (id, false)),
+            EntryState::Released(p) => PacketId::new(p).map(|id| (id, true)),
+        };
+        let taken = |id: PacketId| state.inflight.iter().any(|o| o.pkid == id);
+        match sent {
+            Some((pkid, released)) if !taken(pkid) => {
+                let out_state = match (released, qos) {
+                    (true, _) => OutState::AwaitPubComp,
+                    (false, QoS::ExactlyOnce) => OutState::AwaitPubRec,
+                    (false, _) => OutState::AwaitPubAck,
+                };
+                state.last_pkid = state.last_pkid.max(pkid.get());
+                state.inflight.push_back(Outgoing {
+                    pkid,
+                    delivery,
+                    state: out_state,
+                });
+            }
+            _ => state.pending.push_back(delivery),
+        }
+    }
+    state
 }
 
 #[cfg(test)]
@@ -219,7 +363,9 @@ mod tests {
 
     fn granted(claim: Claim) -> (Arc<Mailbox>, Option<SessionState>) {
         match claim {
-            Claim::Granted { mailbox, resumed } => (mailbox, resumed),
+            Claim::Granted {
+                mailbox, resumed, ..
+            } => (mailbox, resumed),
             Claim::Busy(_) => panic!("busy"),
         }
     }

@@ -5,9 +5,11 @@
 //! receives the retained messages its filter matches, with RETAIN set
 //! [MQTT-3.3.1-6] [MQTT-3.3.1-8].
 //!
-//! Storage sits behind [`RetainedStore`] so a durable store can replace the
-//! in-memory one, [`MemoryRetained`]: a tree of topic levels, so a filter
-//! visits only the branches it can match instead of every stored topic.
+//! Storage sits behind [`RetainedStore`]; [`MemoryRetained`] is a tree of
+//! topic levels, so a filter visits only the branches it can match instead
+//! of every stored topic. With persistence on, the router journals each
+//! change in the same transaction as the publish ([`crate::persist`]) and
+//! start-up puts the journaled messages back here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

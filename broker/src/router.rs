@@ -6,14 +6,23 @@
 //! a [`Delivery`] sharing it into each mailbox. Nothing in here awaits: the
 //! locks are held for the length of one fan-out at most, and a full mailbox
 //! drops the delivery instead of making the publisher wait.
+//!
+//! With persistence on, a publish that a persistent session must receive
+//! at QoS 1/2, or that changes a retained message, is journaled: the
+//! retained change, the message and one queue entry per such session go
+//! into one journal transaction, taken before the first mailbox push and
+//! committed after the last, so the journal orders them before anything a
+//! subscriber does with the delivery ([`crate::persist`]).
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use midge_protocol::QoS;
+use tokio::sync::Notify;
 
 use crate::mailbox::{Delivery, Mailbox, Push};
 use crate::message::Message;
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
+use crate::persist::{Journal, Op};
 use crate::retained::RetainedStore;
 use crate::trie::Trie;
 
@@ -31,6 +40,7 @@ pub struct Router {
     trie: RwLock<Trie<Subscriber>>,
     retained: Arc<dyn RetainedStore>,
     metrics: Arc<Metrics>,
+    journal: Option<Journal>,
 }
 
 impl std::fmt::Debug for Router {
@@ -49,7 +59,20 @@ impl Router {
             trie: RwLock::new(Trie::new()),
             retained,
             metrics,
+            journal: None,
         }
+    }
+
+    /// The router journaling through `journal` (persistence on).
+    pub fn with_journal(mut self, journal: Option<Journal>) -> Router {
+        self.journal = journal;
+        self
+    }
+
+    /// Puts a retained message restored from the journal, without
+    /// journaling it again.
+    pub fn restore_retained(&self, msg: Arc<Message>) {
+        self.retained.put(msg);
     }
 
     // The trie is only changed by whole insertions and removals, so a lock
@@ -66,44 +89,105 @@ impl Router {
     /// set, stores it as the topic's retained message (an empty payload
     /// removes that). Returns the number of mailboxes it was queued in.
     pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> usize {
+        self.publish_with(topic, payload, qos, retain, &mut Vec::new(), None)
+            .0
+    }
+
+    /// [`Router::publish`] for a connection: `ops` (the publisher's own
+    /// pending journal changes, drained) are journaled in the same
+    /// transaction as the publish, and `waker` is notified when it is
+    /// durable. Returns the mailboxes queued in and the journal ticket the
+    /// acknowledgement must wait for (0: nothing to wait for).
+    pub fn publish_with(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        ops: &mut Vec<Op>,
+        waker: Option<&Arc<Notify>>,
+    ) -> (usize, u64) {
         let trie = self.read();
         let mut targets: Vec<(u64, QoS, &Arc<Mailbox>)> = Vec::new();
         trie.for_each_match(topic, |id, sub| targets.push((id, sub.qos, &sub.mailbox)));
+        let submit = |ops: &mut Vec<Op>| self.journal.as_ref().map_or(0, |j| j.submit(ops, waker));
         if targets.is_empty() && !retain {
-            return 0;
+            return (0, submit(ops));
         }
-        let msg = match Message::new(topic, payload, qos, retain) {
+        // The journal is written only for what must survive: a retained
+        // change, or a QoS 1/2 delivery to a persistent session.
+        let journal = self.journal.as_ref().filter(|_| {
+            (retain && !is_sys(topic))
+                || (qos != QoS::AtMostOnce
+                    && targets
+                        .iter()
+                        .any(|(_, granted, mb)| *granted != QoS::AtMostOnce && mb.is_journaled()))
+        });
+        let id = journal.map_or(0, Journal::next_mid);
+        let msg = match Message::stored(topic, payload, qos, retain, id) {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::warn!(topic, error = %e, "message not routed");
-                return 0;
+                return (0, submit(ops));
             }
         };
-        if retain {
-            // Under the trie's read lock, so a subscription made after this
-            // publish missed it finds it retained [MQTT-3.3.1-6].
-            self.retained.put(msg.clone());
-        }
         merge_overlaps(&mut targets);
+        let Some(journal) = journal else {
+            if retain {
+                // Under the trie's read lock, so a subscription made after
+                // this publish missed it finds it retained [MQTT-3.3.1-6].
+                self.retained.put(msg.clone());
+            }
+            let mut queued = 0;
+            for (_, granted, mailbox) in targets {
+                queued += usize::from(self.push(mailbox, delivery(&msg, qos.min(granted))));
+            }
+            return (queued, submit(ops));
+        };
+        // One transaction: the journal's order is the memory's order.
+        let mut txn = journal.txn(waker);
+        for op in ops.drain(..) {
+            txn.push(op);
+        }
+        if retain {
+            self.retained.put(msg.clone());
+            txn.push(match msg.payload_len() {
+                0 => Op::Unretain(topic.to_owned()),
+                _ => Op::Retain(msg.clone()),
+            });
+        }
         let mut queued = 0;
         for (_, granted, mailbox) in targets {
-            let delivery = Delivery {
-                msg: msg.clone(),
-                qos: qos.min(granted),
-                // RETAIN is 0 on normal forwarding [MQTT-3.3.1-9].
-                retain: false,
-            };
-            queued += usize::from(self.push(mailbox, delivery));
+            let qos = qos.min(granted);
+            let (ok, seq) = self.push_numbered(mailbox, delivery(&msg, qos));
+            queued += usize::from(ok);
+            if seq != 0 {
+                let (sid, msg) = (mailbox.id(), msg.clone());
+                txn.push(Op::Enqueue {
+                    sid,
+                    seq,
+                    msg,
+                    qos,
+                    retain: false,
+                });
+            }
         }
-        queued
+        (queued, txn.commit())
     }
 
     /// Pushes one delivery, counting and logging drops. True if queued.
     pub fn push(&self, mailbox: &Mailbox, delivery: Delivery) -> bool {
-        match mailbox.push(delivery) {
+        self.push_numbered(mailbox, delivery).0
+    }
+
+    /// [`Router::push`], also returning the `seq` the mailbox gave the
+    /// delivery (0 unless the mailbox is journaled and it is QoS 1/2).
+    pub fn push_numbered(&self, mailbox: &Mailbox, delivery: Delivery) -> (bool, u64) {
+        let (push, seq) = mailbox.push_numbered(delivery);
+        let queued = match push {
             Push::Queued => true,
             Push::Dropped { first } => {
-                Metrics::add(&self.metrics.publish_dropped, 1);
+                self.metrics.dropped(DropReason::QueueFull, 1);
                 if first {
                     tracing::warn!(
                         client_id = %mailbox.client_id(),
@@ -114,7 +198,8 @@ impl Router {
                 false
             }
             Push::Skipped | Push::Closed => false,
-        }
+        };
+        (queued, seq)
     }
 
     /// Adds or replaces `mailbox`'s subscription to `filter` [MQTT-3.8.4-3].
@@ -147,6 +232,7 @@ impl Router {
                 msg: msg.clone(),
                 qos: msg.qos().min(granted),
                 retain: true,
+                seq: 0,
             })
         });
     }
@@ -160,6 +246,22 @@ impl Router {
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
+}
+
+/// A normally forwarded delivery: RETAIN is 0 [MQTT-3.3.1-9].
+fn delivery(msg: &Arc<Message>, qos: QoS) -> Delivery {
+    Delivery {
+        msg: msg.clone(),
+        qos,
+        retain: false,
+        seq: 0,
+    }
+}
+
+/// Whether `topic` is one of the broker's own `$SYS` topics, which it
+/// republishes rather than keeps.
+fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// One delivery per subscriber, at the highest QoS of its matching
@@ -247,10 +349,8 @@ mod tests {
         }
         assert_eq!(take(&slow).len(), 2);
         assert_eq!(take(&fast).len(), 5);
-        let dropped = metrics
-            .publish_dropped
-            .load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(dropped, 3);
+        let stats = crate::metrics::Stats::from_metrics(&metrics);
+        assert_eq!(stats.dropped_by_reason, [3, 0, 0, 0]);
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! `max_connections` cap, runs the `$SYS` task, reloads the security files
 //! (SIGHUP), and shuts everything down. On TLS listeners the handshake runs
 //! in the connection's own task, never in the accept loop.
+//!
+//! With persistence on, start-up opens the data directory before anything
+//! is served, restores retained messages and parked persistent sessions
+//! from it, and says in one warning what recovery had to drop; shutdown
+//! flushes the journal after the connections have closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,9 @@ use crate::config::Config;
 use crate::connection;
 use crate::error::{BrokerError, ReloadError};
 use crate::handshake;
-use crate::metrics::{Metrics, Stats};
+use crate::http::MetricsListener;
+use crate::metrics::{ListenerUp, Metrics, Stats};
+use crate::persist::{Journal, PersistError, Restored};
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::sys;
@@ -42,6 +49,8 @@ pub struct Broker {
     file_auth: Option<Arc<FileAuthorizer>>,
     /// The TLS listeners by configured address, for reloading.
     tls: Vec<(SocketAddr, Arc<TlsListener>)>,
+    /// The bound `[metrics]` HTTP listener.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -64,10 +73,16 @@ impl Broker {
     }
 
     async fn start_inner(
-        config: Config,
+        mut config: Config,
         auth: Arc<dyn Authorizer>,
         file_auth: Option<Arc<FileAuthorizer>>,
     ) -> Result<Broker, BrokerError> {
+        for l in config.remove_absent_listeners() {
+            info!(
+                "listener {} skipped: optional, and its certificate or key file is missing",
+                l.bind
+            );
+        }
         config.validate("configuration")?;
         // Certificates first: a bad file stops start-up before any bind.
         let mut tls = Vec::with_capacity(config.listeners.len());
@@ -90,10 +105,16 @@ impl Broker {
             local_addrs.push(listener.local_addr().map_err(bind_err)?);
             listeners.push(listener);
         }
+        let metrics = MetricsListener::bind(&config.metrics).await?;
         let permits = Arc::new(Semaphore::new(
             config.limits.max_connections.min(Semaphore::MAX_PERMITS),
         ));
-        let shared = Arc::new(Shared::new(config, auth));
+        let opened = open_journal(&config).await?;
+        let journal = opened.as_ref().map(|(j, _)| j.clone());
+        let shared = Arc::new(Shared::with_journal(config, auth, journal));
+        if let Some((_, restored)) = opened {
+            restore(&shared, restored);
+        }
         let shutdown = Shutdown::new();
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS));
         let anonymous = file_auth.as_ref().map(|a| a.current().allow_anonymous());
@@ -106,10 +127,12 @@ impl Broker {
                 permits: permits.clone(),
                 refusals: refusals.clone(),
                 shutdown: shutdown.clone(),
+                _up: shared.metrics.listener_up(),
             };
             shutdown.spawn(accept.run());
         }
         shutdown.spawn(sys::run(shared.clone(), shutdown.token().clone()));
+        let metrics_addr = metrics.map(|m| m.start(shared.clone(), &shutdown));
         let binds = shared.config.listeners.iter().map(|l| l.bind);
         let tls = binds
             .zip(tls)
@@ -121,6 +144,7 @@ impl Broker {
             shutdown,
             file_auth,
             tls,
+            metrics_addr,
         })
     }
 
@@ -153,6 +177,12 @@ impl Broker {
         &self.local_addrs
     }
 
+    /// The bound address of the `[metrics]` HTTP listener (with the real
+    /// port where the configuration said 0), if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The configuration the broker runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -164,11 +194,20 @@ impl Broker {
     }
 
     /// Stops accepting, closes every client connection and waits (a few
-    /// seconds at most) for the tasks to end. Persistent sessions are not
-    /// kept past the broker's life; wills are not published.
+    /// seconds at most) for the tasks to end, then flushes the journal:
+    /// with persistence on, a restart finds every persistent session and
+    /// retained message as they were. Wills are not published.
     pub async fn shutdown(&self) {
         if !self.shutdown.run(SHUTDOWN_GRACE).await {
             warn!("some connections did not close in time");
+        }
+        if let Some(journal) = self.shared.journal.clone() {
+            if tokio::task::spawn_blocking(move || journal.close())
+                .await
+                .is_err()
+            {
+                warn!("the journal did not close cleanly");
+            }
         }
         info!("broker stopped");
     }
@@ -177,6 +216,11 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        if let Some(journal) = &self.shared.journal {
+            // Writes what was submitted and releases the directory, in the
+            // background.
+            journal.close_detached();
+        }
     }
 }
 
@@ -201,6 +245,48 @@ fn announce(addr: SocketAddr, tls: Option<&TlsListener>, anonymous: Option<bool>
              set [auth] password_file or allow_anonymous = false to close it"
         );
     }
+}
+
+/// Opens and recovers the data directory, when persistence is on.
+async fn open_journal(config: &Config) -> Result<Option<(Journal, Restored)>, BrokerError> {
+    if !config.persistence.enabled {
+        return Ok(None);
+    }
+    let p = config.persistence.clone();
+    let dir = p.dir.clone();
+    let started = std::time::Instant::now();
+    let opened = tokio::task::spawn_blocking(move || Journal::open(&p))
+        .await
+        .map_err(|e| PersistError {
+            dir: dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    let restored = &opened.1;
+    let queued: usize = restored.sessions.iter().map(|s| s.entries.len()).sum();
+    info!(
+        dir = %dir.display(), sessions = restored.sessions.len(),
+        retained = restored.retained.len(), queued,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "persistence: data directory opened (sync = {})", config.persistence.sync.name()
+    );
+    if !restored.report.is_clean() {
+        warn!(
+            dir = %dir.display(),
+            "persistence: the data directory was damaged; recovered what was readable. Lost: {}",
+            restored.report
+        );
+    }
+    Ok(Some(opened))
+}
+
+/// Puts what the journal held back into the broker.
+fn restore(shared: &Shared, restored: Restored) {
+    for msg in restored.retained {
+        shared.router.restore_retained(msg);
+    }
+    shared
+        .registry
+        .restore(restored.sessions, restored.next_sid);
 }
 
 /// The TLS handshake, in the connection's own task and under the CONNECT
@@ -234,6 +320,8 @@ struct Acceptor {
     permits: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     shutdown: Shutdown,
+    /// Counts this listener as up while its accept loop lives.
+    _up: ListenerUp,
 }
 
 impl Acceptor {
@@ -258,6 +346,7 @@ impl Acceptor {
     }
 
     fn on_accept(&self, stream: TcpStream, peer: SocketAddr) {
+        Metrics::add(&self.shared.metrics.connections_accepted, 1);
         // Small packets (acks, pings) must not wait for Nagle.
         if let Err(e) = stream.set_nodelay(true) {
             warn!(%peer, error = %e, "cannot set TCP_NODELAY");
@@ -289,7 +378,7 @@ impl Acceptor {
                         drop(permit);
                     });
                 } else {
-                    warn!(%peer, "connection refused: max_connections reached");
+                    warn!(%peer, reason = "max_connections reached", "connection refused");
                 }
             }
         }

@@ -22,6 +22,17 @@
 //! subscriptions, unacknowledged outgoing messages, waiting messages and the
 //! inbound QoS 2 ids. [`Session::resume`] re-sends the unacknowledged
 //! messages first, with DUP set and in their original order [MQTT-4.4.0-1].
+//!
+//! **Durability.** With persistence on ([`Session::set_journal`]) a
+//! persistent session records each change of that state as an [`Op`]
+//! ([`Session::take_ops`]; the connection journals them), and packets that
+//! promise a change is on disk are *held*: PUBACK and PUBREC, PUBCOMP,
+//! SUBACK and UNSUBACK, PUBREL, and a QoS 2 PUBLISH (its packet id must
+//! survive a crash, or the client could get it twice). A held packet waits
+//! for a journal ticket: first unknown (held by the turn's changes), then
+//! [`Session::bind`] names it, and [`Session::handle_durable`] releases it.
+//! Packets leave in order, so everything queued behind a held packet waits
+//! too; MQTT's acknowledgement order is kept [MQTT-4.6.0-2].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,9 +44,12 @@ use midge_protocol::{
 };
 
 use crate::mailbox::Delivery;
+use crate::persist::Op;
 
 /// Most waiting messages moved into the transmit queue at once.
 const FILL_BATCH: usize = 64;
+/// The ticket of a held packet whose journal ticket is not known yet.
+const UNBOUND: u64 = u64::MAX;
 
 /// Limits a session enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +150,18 @@ pub struct Session {
     last_rx: Instant,
     state: SessionState,
     limits: SessionLimits,
-    transmit: VecDeque<Transmit>,
+    /// Packets to send, each with the journal ticket it waits for.
+    transmit: VecDeque<(u64, Transmit)>,
+    /// Whether acknowledgements may wait for the journal.
+    gated: bool,
+    /// This session's journal id, for a persistent session.
+    sid: Option<u64>,
+    /// Every ticket up to this is durable.
+    durable: u64,
+    /// Held packets not yet bound to a ticket.
+    unbound: usize,
+    /// Changes to journal.
+    ops: Vec<Op>,
 }
 
 impl Session {
@@ -156,6 +181,68 @@ impl Session {
             state: SessionState::default(),
             limits,
             transmit: VecDeque::new(),
+            gated: false,
+            sid: None,
+            durable: 0,
+            unbound: 0,
+            ops: Vec::new(),
+        }
+    }
+
+    /// Turns durability on: acknowledgements wait for the journal, and a
+    /// persistent session (`sid`, its journal id) records its changes.
+    /// Packets already queued (a resumption's re-sends) wait for
+    /// `ticket`: what earlier connections journaled must be durable before
+    /// they go out again.
+    pub fn set_journal(&mut self, sid: Option<u64>, ticket: u64) {
+        self.gated = true;
+        self.sid = sid;
+        for (after, _) in &mut self.transmit {
+            *after = ticket;
+        }
+    }
+
+    /// Moves the changes to journal into `out`.
+    pub fn take_ops(&mut self, out: &mut Vec<Op>) {
+        out.append(&mut self.ops);
+    }
+
+    /// Whether changes wait to be journaled.
+    pub fn has_ops(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
+    /// Held packets queued since the last call wait for `ticket` (0: for
+    /// nothing). Call after journaling this turn's changes.
+    pub fn bind(&mut self, ticket: u64) {
+        for (after, _) in self.transmit.iter_mut().rev() {
+            if self.unbound == 0 {
+                break;
+            }
+            if *after == UNBOUND {
+                *after = ticket;
+                self.unbound -= 1;
+            }
+        }
+    }
+
+    /// The journal made everything up to `ticket` durable.
+    pub fn handle_durable(&mut self, ticket: u64) {
+        self.durable = self.durable.max(ticket);
+    }
+
+    /// The ticket the next packet waits for, if it waits.
+    pub fn waiting_for(&self) -> Option<u64> {
+        match self.transmit.front() {
+            Some((after, _)) if *after > self.durable => Some(*after),
+            _ => None,
+        }
+    }
+
+    /// Records a change of a persistent session's state.
+    fn record(&mut self, op: impl FnOnce(u64) -> Op) {
+        if let Some(sid) = self.sid {
+            self.ops.push(op(sid));
         }
     }
 
@@ -172,14 +259,17 @@ impl Session {
         let mut session = Session::new(client_id, false, keep_alive, limits, now);
         session.state = state;
         for out in &session.state.inflight {
-            session.transmit.push_back(match out.state {
-                OutState::AwaitPubAck | OutState::AwaitPubRec => Transmit::Publish {
-                    delivery: out.delivery.clone(),
-                    pkid: Some(out.pkid),
-                    dup: true,
+            session.transmit.push_back((
+                0,
+                match out.state {
+                    OutState::AwaitPubAck | OutState::AwaitPubRec => Transmit::Publish {
+                        delivery: out.delivery.clone(),
+                        pkid: Some(out.pkid),
+                        dup: true,
+                    },
+                    OutState::AwaitPubComp => Transmit::Packet(Packet::PubRel(out.pkid)),
                 },
-                OutState::AwaitPubComp => Transmit::Packet(Packet::PubRel(out.pkid)),
-            });
+            ));
         }
         session
     }
@@ -232,8 +322,15 @@ impl Session {
             Packet::PubRel(id) => {
                 // Released: a PUBLISH with this id is new again. PUBCOMP is
                 // sent even for an unknown id so the client can finish.
-                self.state.incoming_qos2.remove(&id);
-                self.send(Packet::PubComp(id));
+                if self.state.incoming_qos2.remove(&id) && self.sid.is_some() {
+                    self.record(|sid| Op::In2Del {
+                        sid,
+                        pkid: id.get(),
+                    });
+                    self.send_held(Packet::PubComp(id));
+                } else {
+                    self.send(Packet::PubComp(id));
+                }
                 Ok(None)
             }
             Packet::PubComp(id) => {
@@ -259,17 +356,21 @@ impl Session {
         match p.pkid() {
             None => Some(Event::Publish(p)),
             Some(id) if p.qos() == QoS::AtLeastOnce => {
-                self.send(Packet::PubAck(id));
+                self.send_held(Packet::PubAck(id));
                 Some(Event::Publish(p))
             }
             Some(id) => {
-                self.send(Packet::PubRec(id));
+                self.send_held(Packet::PubRec(id));
                 // A re-sent PUBLISH before PUBREL is acknowledged, not
                 // routed again [MQTT-4.3.3-2].
-                self.state
-                    .incoming_qos2
-                    .insert(id)
-                    .then_some(Event::Publish(p))
+                let new = self.state.incoming_qos2.insert(id);
+                if new {
+                    self.record(|sid| Op::In2Add {
+                        sid,
+                        pkid: id.get(),
+                    });
+                }
+                new.then_some(Event::Publish(p))
             }
         }
     }
@@ -282,7 +383,15 @@ impl Session {
             }
             Some(out) => {
                 out.state = OutState::AwaitPubComp;
-                self.send(Packet::PubRel(id));
+                let seq = out.delivery.seq;
+                if seq != 0 && self.sid.is_some() {
+                    // PUBREL forbids sending the PUBLISH again: that must
+                    // survive a crash before PUBREL leaves.
+                    self.record(|sid| Op::Released { sid, seq });
+                    self.send_held(Packet::PubRel(id));
+                } else {
+                    self.send(Packet::PubRel(id));
+                }
             }
             // Unknown id: release it anyway so the client can finish.
             None => self.send(Packet::PubRel(id)),
@@ -294,7 +403,9 @@ impl Session {
         let pos = self.state.inflight.iter().position(|o| o.pkid == id);
         if let Some(pos) = pos {
             if self.state.inflight[pos].state == expected {
-                self.state.inflight.remove(pos);
+                if let Some(out) = self.state.inflight.remove(pos) {
+                    self.done(&out.delivery);
+                }
             }
         }
     }
@@ -322,7 +433,10 @@ impl Session {
         if self.transmit.is_empty() {
             self.fill_window();
         }
-        self.transmit.pop_front()
+        match self.transmit.front() {
+            Some((after, _)) if *after <= self.durable => self.transmit.pop_front().map(|(_, t)| t),
+            _ => None,
+        }
     }
 
     /// Whether offering a delivery of `qos` now would send it at once rather
@@ -346,8 +460,26 @@ impl Session {
         if self.would_send_now(delivery.qos) {
             self.send_delivery(delivery);
             true
+        } else if self.state.pending.len() < self.limits.max_pending {
+            self.state.pending.push_back(delivery);
+            true
         } else {
-            self.enqueue(delivery)
+            self.done(&delivery);
+            false
+        }
+    }
+
+    /// Drops a delivery taken from the mailbox without sending it (the
+    /// client may not receive its topic).
+    pub fn discard(&mut self, delivery: &Delivery) {
+        self.done(delivery);
+    }
+
+    /// A journaled delivery is finished.
+    fn done(&mut self, delivery: &Delivery) {
+        let seq = delivery.seq;
+        if seq != 0 {
+            self.record(|sid| Op::Done { sid, seq });
         }
     }
 
@@ -355,13 +487,32 @@ impl Session {
     /// and the transmit queue allow (retained messages for a new
     /// subscription arrive in bursts this way); false if it was dropped
     /// because `max_pending` messages already wait.
-    pub fn enqueue(&mut self, delivery: Delivery) -> bool {
-        if self.state.pending.len() < self.limits.max_pending {
-            self.state.pending.push_back(delivery);
-            true
-        } else {
-            false
+    /// A delivery with a non-zero `seq` (from the session's mailbox) is
+    /// journaled.
+    pub fn enqueue(&mut self, mut delivery: Delivery) -> bool {
+        if self.state.pending.len() >= self.limits.max_pending {
+            return false;
         }
+        if delivery.msg.id() == 0 || delivery.qos == QoS::AtMostOnce {
+            delivery.seq = 0;
+        }
+        if delivery.seq != 0 {
+            let (seq, msg, qos, retain) = (
+                delivery.seq,
+                delivery.msg.clone(),
+                delivery.qos,
+                delivery.retain,
+            );
+            self.record(|sid| Op::Enqueue {
+                sid,
+                seq,
+                msg,
+                qos,
+                retain,
+            });
+        }
+        self.state.pending.push_back(delivery);
+        true
     }
 
     /// The number of packets queued to send.
@@ -393,18 +544,35 @@ impl Session {
             QoS::AtLeastOnce => (Some(self.next_pkid()), Some(OutState::AwaitPubAck)),
             QoS::ExactlyOnce => (Some(self.next_pkid()), Some(OutState::AwaitPubRec)),
         };
+        let mut held = false;
         if let (Some(pkid), Some(state)) = (pkid, state) {
+            let seq = delivery.seq;
+            if seq != 0 && self.sid.is_some() {
+                self.record(|sid| Op::Sent {
+                    sid,
+                    seq,
+                    pkid: pkid.get(),
+                });
+                // A QoS 2 message must not reach the client under a packet
+                // id a crash could forget; QoS 1 may arrive twice anyway.
+                held = delivery.qos == QoS::ExactlyOnce;
+            }
             self.state.inflight.push_back(Outgoing {
                 pkid,
                 delivery: delivery.clone(),
                 state,
             });
         }
-        self.transmit.push_back(Transmit::Publish {
+        let t = Transmit::Publish {
             delivery,
             pkid,
             dup: false,
-        });
+        };
+        if held {
+            self.hold(t);
+        } else {
+            self.transmit.push_back((0, t));
+        }
     }
 
     /// The next packet id not in flight. The window is at most 65,535 wide,
@@ -426,10 +594,12 @@ impl Session {
         for (filter, code) in results {
             if let SubscribeReturnCode::Success(qos) = code {
                 self.state.subscriptions.insert(filter.to_string(), *qos);
+                let (filter, qos) = (filter.to_string(), *qos);
+                self.record(|sid| Op::Sub { sid, filter, qos });
             }
         }
         let return_codes = results.iter().map(|(_, c)| *c).collect();
-        self.send(Packet::SubAck(SubAck { pkid, return_codes }));
+        self.send_durable(Packet::SubAck(SubAck { pkid, return_codes }));
     }
 
     /// Forgets the filters of an UNSUBSCRIBE and queues the UNSUBACK, which
@@ -437,8 +607,10 @@ impl Session {
     pub fn unsubscribed(&mut self, pkid: PacketId, filters: &[ByteStr]) {
         for filter in filters {
             self.state.subscriptions.remove(filter.as_str());
+            let filter = filter.to_string();
+            self.record(|sid| Op::Unsub { sid, filter });
         }
-        self.send(Packet::UnsubAck(pkid));
+        self.send_durable(Packet::UnsubAck(pkid));
     }
 
     /// Ends the connection's part: what a persistent session keeps. Packets
@@ -449,7 +621,29 @@ impl Session {
     }
 
     fn send(&mut self, packet: Packet) {
-        self.transmit.push_back(Transmit::Packet(packet));
+        self.transmit.push_back((0, Transmit::Packet(packet)));
+    }
+
+    /// Queues a packet that waits for this turn's journal changes.
+    fn send_held(&mut self, packet: Packet) {
+        self.hold(Transmit::Packet(packet));
+    }
+
+    /// Held for a persistent session's changes, else sent in order.
+    fn send_durable(&mut self, packet: Packet) {
+        match self.sid {
+            Some(_) => self.send_held(packet),
+            None => self.send(packet),
+        }
+    }
+
+    fn hold(&mut self, t: Transmit) {
+        if self.gated {
+            self.unbound += 1;
+            self.transmit.push_back((UNBOUND, t));
+        } else {
+            self.transmit.push_back((0, t));
+        }
     }
 }
 

@@ -26,6 +26,7 @@ fn delivery(qos: QoS, n: u8) -> Delivery {
         msg: Message::new("t", &[n], qos, false).expect("message"),
         qos,
         retain: false,
+        seq: 0,
     }
 }
 
@@ -307,4 +308,135 @@ fn packet_ids_skip_zero_and_ids_still_in_flight() {
     s.offer(delivery(QoS::AtLeastOnce, 3)); // 1 is taken: 2
     let ids: Vec<_> = publishes(&drain(&mut s)).iter().map(|p| p.1).collect();
     assert_eq!(ids, vec![Some(65535), Some(1), Some(2)]);
+}
+
+fn journaled(delivery_qos: QoS, seq: u64) -> Delivery {
+    let msg = Message::stored("t", &[seq as u8], delivery_qos, false, 100 + seq).expect("msg");
+    Delivery {
+        msg,
+        qos: delivery_qos,
+        retain: false,
+        seq,
+    }
+}
+
+#[test]
+fn a_held_puback_waits_for_its_ticket_and_what_follows_waits_behind_it() {
+    let now = Instant::now();
+    let mut s = session(now);
+    s.set_journal(None, 0);
+    let ev = s
+        .handle_incoming(publish(QosPid::AtLeastOnce(pid(1)), b"x"), now)
+        .expect("ok");
+    assert!(matches!(ev, Some(Event::Publish(_))));
+    // The connection journals the fan-out: ticket 7.
+    s.bind(7);
+    s.handle_incoming(Packet::PingReq, now).expect("ok");
+    s.bind(0);
+    assert_eq!(s.waiting_for(), Some(7));
+    assert!(drain(&mut s).is_empty(), "nothing leaves before ticket 7");
+    s.handle_durable(6);
+    assert!(drain(&mut s).is_empty());
+    s.handle_durable(7);
+    assert_eq!(
+        packets(&drain(&mut s)),
+        vec![Packet::PubAck(pid(1)), Packet::PingResp]
+    );
+    assert_eq!(s.waiting_for(), None);
+}
+
+#[test]
+fn an_ack_with_nothing_to_journal_leaves_at_once() {
+    let now = Instant::now();
+    let mut s = session(now);
+    s.set_journal(None, 0);
+    s.handle_incoming(publish(QosPid::AtLeastOnce(pid(1)), b"x"), now)
+        .expect("ok");
+    s.bind(0);
+    assert_eq!(packets(&drain(&mut s)), vec![Packet::PubAck(pid(1))]);
+}
+
+#[test]
+fn a_persistent_session_records_each_change_of_its_durable_state() {
+    let now = Instant::now();
+    let mut s = session(now);
+    s.set_journal(Some(5), 0);
+    let mut ops = Vec::new();
+    // Inbound QoS 2: the id is recorded, then released.
+    s.handle_incoming(publish(QosPid::ExactlyOnce(pid(3)), b"x"), now)
+        .expect("ok");
+    s.handle_incoming(Packet::PubRel(pid(3)), now).expect("ok");
+    s.take_ops(&mut ops);
+    assert_eq!(
+        ops,
+        vec![
+            Op::In2Add { sid: 5, pkid: 3 },
+            Op::In2Del { sid: 5, pkid: 3 }
+        ]
+    );
+    // Outbound QoS 2: sent (held until durable), released, completed.
+    ops.clear();
+    s.bind(1);
+    s.handle_durable(1);
+    drain(&mut s);
+    assert!(s.offer(journaled(QoS::ExactlyOnce, 9)));
+    s.take_ops(&mut ops);
+    assert_eq!(
+        ops,
+        vec![Op::Sent {
+            sid: 5,
+            seq: 9,
+            pkid: 1
+        }]
+    );
+    s.bind(2);
+    assert!(
+        drain(&mut s).is_empty(),
+        "the QoS 2 PUBLISH waits for its packet id"
+    );
+    s.handle_durable(2);
+    assert_eq!(publishes(&drain(&mut s)), vec![(9, Some(1), false)]);
+    ops.clear();
+    s.handle_incoming(Packet::PubRec(pid(1)), now).expect("ok");
+    s.bind(3);
+    assert!(
+        drain(&mut s).is_empty(),
+        "PUBREL waits until it is recorded"
+    );
+    s.handle_durable(3);
+    assert_eq!(packets(&drain(&mut s)), vec![Packet::PubRel(pid(1))]);
+    s.handle_incoming(Packet::PubComp(pid(1)), now).expect("ok");
+    s.take_ops(&mut ops);
+    assert_eq!(
+        ops,
+        vec![Op::Released { sid: 5, seq: 9 }, Op::Done { sid: 5, seq: 9 }]
+    );
+}
+
+#[test]
+fn a_clean_session_records_nothing_and_holds_only_acks() {
+    let now = Instant::now();
+    let mut s = Session::new("c".into(), true, 0, LIMITS, now);
+    s.set_journal(None, 0);
+    assert!(s.offer(journaled(QoS::ExactlyOnce, 0)));
+    s.handle_incoming(Packet::PubRec(pid(1)), now).expect("ok");
+    assert!(!s.has_ops());
+    let sent = drain(&mut s);
+    assert_eq!(publishes(&sent), vec![(0, Some(1), false)]);
+    assert_eq!(packets(&sent), vec![Packet::PubRel(pid(1))]);
+}
+
+#[test]
+fn a_resumed_session_resends_once_earlier_writes_are_durable() {
+    let now = Instant::now();
+    let mut s = session(now);
+    s.set_journal(Some(5), 0);
+    assert!(s.offer(journaled(QoS::AtLeastOnce, 4)));
+    drain(&mut s);
+    let state = s.into_state();
+    let mut s = Session::resume("c".into(), 10, state, LIMITS, now);
+    s.set_journal(Some(5), 12);
+    assert!(drain(&mut s).is_empty());
+    s.handle_durable(12);
+    assert_eq!(publishes(&drain(&mut s)), vec![(4, Some(1), true)]);
 }

@@ -10,6 +10,7 @@ use crate::auth::throttle::LoginThrottle;
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::metrics::{Metrics, Stats};
+use crate::persist::Journal;
 use crate::registry::Registry;
 use crate::retained::MemoryRetained;
 use crate::router::Router;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub login_throttle: LoginThrottle,
     /// When the broker started.
     pub started: Instant,
+    /// The journal, when persistence is on.
+    pub journal: Option<Journal>,
     next_conn: AtomicU64,
     id_salt: u64,
 }
@@ -47,16 +50,25 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Broker state with in-memory stores.
     pub fn new(config: Config, auth: Arc<dyn Authorizer>) -> Shared {
+        Shared::with_journal(config, auth, None)
+    }
+
+    /// Broker state whose persistent sessions and retained messages are
+    /// journaled through `journal`.
+    pub fn with_journal(
+        config: Config,
+        auth: Arc<dyn Authorizer>,
+        journal: Option<Journal>,
+    ) -> Shared {
         let metrics = Arc::new(Metrics::default());
-        let router = Arc::new(Router::new(
-            Arc::new(MemoryRetained::new()),
-            metrics.clone(),
-        ));
+        let router = Router::new(Arc::new(MemoryRetained::new()), metrics.clone());
+        let router = Arc::new(router.with_journal(journal.clone()));
         let registry = Registry::new(
             Arc::new(MemorySessions::new()),
             router.clone(),
             config.limits.max_queued_messages,
-        );
+        )
+        .with_journal(journal.clone());
         Shared {
             config,
             router,
@@ -65,6 +77,7 @@ impl Shared {
             auth,
             login_throttle: LoginThrottle::default(),
             started: Instant::now(),
+            journal,
             next_conn: AtomicU64::new(1),
             // Random per broker run, so assigned ids do not repeat across
             // restarts.
@@ -90,6 +103,7 @@ impl Shared {
         stats.clients_disconnected = self.registry.parked() as u64;
         stats.subscriptions = self.router.subscription_count() as u64;
         stats.retained = self.router.retained_count() as u64;
+        stats.queued += self.registry.queued() as u64;
         stats
     }
 }

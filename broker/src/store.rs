@@ -5,10 +5,11 @@
 //! messages, inbound QoS 2 ids) in a [`SessionStore`]; the next connection
 //! with that client id takes it back. Messages that arrive meanwhile are
 //! queued in the session's mailbox. [`MemorySessions`] keeps everything in
-//! memory; a durable store implements the same trait (and [`Self::load`]
-//! lets the broker rebuild subscriptions from it at start-up).
-//!
-//! [`Self::load`]: SessionStore::load
+//! memory. Durability does not live here: a parked state is only a
+//! snapshot, and the broker must promise more (each acknowledged message on
+//! disk as it is acknowledged), so the journal ([`crate::persist`]) records
+//! every change, online or parked, and restores parked sessions into this
+//! store at start-up.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

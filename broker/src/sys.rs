@@ -1,4 +1,8 @@
-//! The `$SYS/broker/...` statistics topics, with Mosquitto's names.
+//! The `$SYS/broker/...` statistics topics, with Mosquitto's names where
+//! Mosquitto has the number and Midge's own beside them (per-QoS message
+//! and byte counts, drops by reason, queued and in-flight messages,
+//! connections, login failures). The numbers and topics come from
+//! [`crate::samples`], which the Prometheus endpoint reads too.
 //!
 //! Every `sys.interval_s` seconds the values that changed since the last
 //! round (and always the uptime) are published as retained QoS 0 messages,
@@ -15,6 +19,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Stats;
+use crate::samples::samples;
 use crate::shared::Shared;
 
 /// The version string published on `$SYS/broker/version`.
@@ -51,22 +56,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// The numeric topics and their values.
-pub fn values(s: &Stats) -> [(&'static str, u64); 13] {
-    [
-        ("$SYS/broker/clients/connected", s.clients_connected),
-        ("$SYS/broker/clients/disconnected", s.clients_disconnected),
-        ("$SYS/broker/clients/total", s.clients_total),
-        ("$SYS/broker/clients/maximum", s.clients_maximum),
-        ("$SYS/broker/messages/received", s.messages_received),
-        ("$SYS/broker/messages/sent", s.messages_sent),
-        ("$SYS/broker/publish/messages/received", s.publish_received),
-        ("$SYS/broker/publish/messages/sent", s.publish_sent),
-        ("$SYS/broker/publish/messages/dropped", s.publish_dropped),
-        ("$SYS/broker/bytes/received", s.bytes_received),
-        ("$SYS/broker/bytes/sent", s.bytes_sent),
-        ("$SYS/broker/subscriptions/count", s.subscriptions),
-        ("$SYS/broker/retained messages/count", s.retained),
-    ]
+pub fn values(s: &Stats) -> Vec<(&'static str, u64)> {
+    samples(s)
+        .into_iter()
+        .filter_map(|sample| Some((sample.sys_topic?, sample.value)))
+        .collect()
 }
 
 fn publish(shared: &Shared, topic: &str, value: String) {

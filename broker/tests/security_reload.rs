@@ -39,6 +39,8 @@ impl Midge {
             .arg(config)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // In memory: tests must not share a data directory.
+            .env("MIDGE_PERSISTENCE__ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -173,16 +173,20 @@ pub fn listener(tls: Option<TlsConfig>) -> ListenerConfig {
     ListenerConfig {
         bind: "127.0.0.1:0".parse().expect("address"),
         tls,
+        ..Default::default()
     }
 }
 
 /// A configuration with the given listeners and `[auth]` table.
 pub fn config(listeners: Vec<ListenerConfig>, auth: AuthConfig) -> Config {
-    Config {
+    let mut config = Config {
         listeners,
         auth,
         ..Default::default()
-    }
+    };
+    // In memory: tests run in parallel and must not share a data directory.
+    config.persistence.enabled = false;
+    config
 }
 
 /// Starts a broker; panics with the error if it cannot.

@@ -38,6 +38,8 @@ async fn broker(configure: impl FnOnce(&mut Config)) -> Broker {
     };
     config.sys.interval_s = 0;
     config.limits.connect_timeout_s = 2;
+    // In memory: tests run in parallel and must not share a data directory.
+    config.persistence.enabled = false;
     configure(&mut config);
     Broker::start(config).await.expect("broker starts")
 }

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use midge_broker::{Broker, Config, ListenerConfig, TlsConfig};
+use midge_broker::config::{PersistenceConfig, SysConfig};
+use midge_broker::{AuthConfig, Broker, Config, ListenerConfig, TlsConfig};
 use midge_client::{Client, ConnectError, ConnectReturnCode, QoS, Reconnect, TlsError, TlsOptions};
 use support::certs::Certs;
 use support::{scenarios, within, PASSWORD, USER};
@@ -36,26 +37,35 @@ impl TlsMidge {
             require_client_cert: client_ca,
             identity_as_username: false,
         };
-        let mut config = Config::default();
-        config.listeners = vec![
-            ListenerConfig {
-                bind: any,
+        let config = Config {
+            listeners: vec![
+                ListenerConfig {
+                    bind: any,
+                    ..Default::default()
+                },
+                ListenerConfig {
+                    bind: any,
+                    tls: Some(tls(false)),
+                    ..Default::default()
+                },
+                ListenerConfig {
+                    bind: any,
+                    tls: Some(tls(true)),
+                    ..Default::default()
+                },
+            ],
+            sys: SysConfig { interval_s: 0 },
+            auth: AuthConfig {
+                password_file: Some(passwd),
+                allow_anonymous: Some(true),
                 ..Default::default()
             },
-            ListenerConfig {
-                bind: any,
-                tls: Some(tls(false)),
+            persistence: PersistenceConfig {
+                enabled: false,
                 ..Default::default()
             },
-            ListenerConfig {
-                bind: any,
-                tls: Some(tls(true)),
-                ..Default::default()
-            },
-        ];
-        config.sys.interval_s = 0;
-        config.auth.password_file = Some(passwd);
-        config.auth.allow_anonymous = Some(true);
+            ..Default::default()
+        };
         let broker = Broker::start(config).await.expect("start midge");
         TlsMidge {
             broker,

@@ -74,6 +74,9 @@ impl TestBroker {
         };
         config.limits.connect_timeout_s = 2;
         config.sys.interval_s = 0;
+        // In memory unless a test says otherwise: tests run in parallel and
+        // must not share a data directory.
+        config.persistence.enabled = false;
         configure(&mut config);
         let broker = timeout(TIMEOUT, midge_broker::Broker::start_with_auth(config, auth))
             .await

@@ -39,14 +39,17 @@ pub struct Midge {
 // `..Default::default()` keeps this compiling as listeners gain settings.
 #[allow(clippy::needless_update)]
 fn config(bind: SocketAddr) -> Config {
-    Config {
+    let mut config = Config {
         listeners: vec![ListenerConfig {
             bind,
             ..Default::default()
         }],
         sys: SysConfig { interval_s: 0 },
         ..Default::default()
-    }
+    };
+    // In memory: tests run in parallel and must not share a data directory.
+    config.persistence.enabled = false;
+    config
 }
 
 impl Midge {
