@@ -31,3 +31,6 @@ fi
 # binaries as subprocesses, so build them before the tests start.
 cargo build --workspace --bins
 cargo test --workspace "$@"
+# The Dockerfile's two build steps, run as written: a release build from
+# scratch in a temporary directory, so it runs alone, after the rest.
+cargo test -p midge-broker --test ops_docker -- --ignored both_build_steps_run_as_written
