@@ -4,10 +4,15 @@
 //!
 //! While connected, one `select!` turn waits on the next inbound bytes
 //! (a cancel-safe read; off while a delivery waits for a full
-//! subscription), a stalled delivery getting room, the next command (off
-//! while the publish backlog is full, which is the backpressure), and the
-//! keep-alive deadline. Packets produced in a turn are queued in the write
-//! buffer and leave in one flush. While offline, commands keep being served:
+//! subscription), progress writing the write buffer (a cancel-safe partial
+//! write; off while it is empty), a stalled delivery getting room, the next
+//! command (off while the publish backlog or the write buffer is full, which
+//! is the backpressure), and the next deadline (keep-alive, disconnect, and
+//! the write timeout: a write making no progress that long means a dead
+//! connection). Packets produced in a turn are queued in the write buffer and
+//! leave together. Reads and writes progress independently, so a write
+//! blocked by the broker never stops us reading what the broker is blocked
+//! on sending. While offline, commands keep being served:
 //! publishes wait in the bounded offline buffer, or fail at once with
 //! `BufferFull`; nothing ever waits for a connection that may not return.
 
@@ -37,6 +42,10 @@ use crate::state::{
 use crate::subs::{Delivery, SubscriptionTable};
 use crate::subscription::Message;
 use crate::transport::{self, Io};
+
+/// Above this many bytes waiting to be written, the task takes no new
+/// commands and feeds no more publishes into the session (it still reads).
+const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// A request from a handle to the connection task.
 pub(crate) enum Command {
@@ -197,37 +206,27 @@ impl Connection {
         // Bytes that arrived with CONNACK.
         self.process_incoming(io)?;
         loop {
-            self.feed_pending();
+            let room = io.writer.buffered() < WRITE_HIGH_WATER;
+            if room {
+                self.feed_pending();
+            }
             let now = Instant::now().into_std();
             while let Some(packet) = self.state.poll_transmit(now) {
                 io.queue(&packet)?;
             }
-            io.flush(self.opts.write_timeout).await?;
-            if let Some(closing) = &self.closing {
-                if let Some(stalled) = self.stalled.take() {
-                    // Closing: nobody should wait for a consumer that is
-                    // not reading, or in-flight acks could not be read.
-                    self.subs.count_drop(stalled.sid);
-                }
-                let drained = self.pending.is_empty() && self.state.is_idle();
-                if drained || Instant::now() >= closing.deadline {
-                    io.queue(&Packet::Disconnect)?;
-                    io.flush(self.opts.write_timeout).await?;
-                    io.shutdown(Duration::from_secs(1)).await;
-                    return Ok(());
-                }
+            if self.close_if_drained(io).await? {
+                return Ok(());
             }
-            let deadline = match (self.state.next_deadline(), &self.closing) {
-                (Some(d), Some(c)) => Some(Instant::from_std(d).min(c.deadline)),
-                (Some(d), None) => Some(Instant::from_std(d)),
-                (None, Some(c)) => Some(c.deadline),
-                (None, None) => None,
-            };
-            let accept = self.accepting_commands(true);
+            let deadline = self.next_deadline(io);
+            // A full write buffer stops intake like a full backlog; reading
+            // goes on, or the broker could block on us while we block on it.
+            let accept = self.accepting_commands(true) && (room || self.closing.is_some());
             let reading = self.stalled.is_none();
             let stalled = self.stalled.is_some();
+            let writing = io.writer.has_work();
             tokio::select! {
-                res = io.read_more(), if reading => {
+                res = io.writer.write_some(), if writing => res?,
+                res = io.reader.read_more(), if reading => {
                     res?;
                     self.process_incoming(io)?;
                 }
@@ -237,10 +236,50 @@ impl Connection {
                 }
                 cmd = self.commands.recv(), if accept => self.on_command(cmd, true),
                 _ = sleep_until(deadline) => {
-                    self.state.handle_timeout(Instant::now().into_std())?;
+                    let now = Instant::now();
+                    // A write that made no progress for the write timeout
+                    // means a dead connection.
+                    if io.writer.deadline(self.opts.write_timeout).is_some_and(|d| now >= d) {
+                        return Err(ConnectionError::WriteTimeout(self.opts.write_timeout));
+                    }
+                    self.state.handle_timeout(now.into_std())?;
                 }
             }
         }
+    }
+
+    /// While closing: once everything in flight is done (or the disconnect
+    /// timeout passed), sends DISCONNECT and shuts the stream down.
+    async fn close_if_drained(&mut self, io: &mut Io) -> Result<bool, ConnectionError> {
+        let Some(closing) = &self.closing else {
+            return Ok(false);
+        };
+        if let Some(stalled) = self.stalled.take() {
+            // Closing: nobody should wait for a consumer that is not
+            // reading, or in-flight acks could not be read.
+            self.subs.count_drop(stalled.sid);
+        }
+        let drained = self.pending.is_empty() && self.state.is_idle();
+        if !drained && Instant::now() < closing.deadline {
+            return Ok(false);
+        }
+        io.queue(&Packet::Disconnect)?;
+        io.flush(self.opts.write_timeout).await?;
+        io.shutdown(Duration::from_secs(1)).await;
+        Ok(true)
+    }
+
+    /// The earliest of the session's timers, the disconnect timeout and the
+    /// write timeout.
+    fn next_deadline(&self, io: &Io) -> Option<Instant> {
+        [
+            self.state.next_deadline().map(Instant::from_std),
+            self.closing.as_ref().map(|c| c.deadline),
+            io.writer.deadline(self.opts.write_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn accepting_commands(&self, online: bool) -> bool {
