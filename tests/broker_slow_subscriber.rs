@@ -1,7 +1,8 @@
 //! Broker scenarios: a subscriber that stops reading never stalls the
 //! publisher or other subscribers, and never makes the broker buffer its
 //! backlog without bound: QoS 0 is dropped and counted, QoS 1/2 is bounded
-//! by the session queue.
+//! by the session queue. A subscriber that reads, only slower than its
+//! publisher, slows the publisher down instead of losing messages.
 //!
 //! These tests measure this process's resident memory, so they run one at a
 //! time, each on its own runtime.
@@ -129,6 +130,43 @@ fn slow_qos1_subscriber_does_not_stall_publisher() {
             "2000 QoS 1 round trips took {elapsed:?}"
         );
         drop(slow);
+        broker.shutdown().await;
+    });
+}
+
+#[test]
+fn a_subscriber_slower_than_its_publisher_slows_the_publisher_instead_of_dropping() {
+    serial(|| async {
+        // A small queue, so an unpaused publisher would overflow it at once.
+        let broker = TestBroker::start_with(|c| c.limits.max_queued_messages = 100).await;
+        let mut sub = broker.client("reader").await;
+        sub.subscribe("bp/#", QoS::AtMostOnce).await;
+        let mut publisher = broker.client("pub").await;
+        const N: u32 = 20_000;
+        let reader = tokio::spawn(async move {
+            // Decodes one packet at a time: slower than the publisher's
+            // batched writes.
+            for i in 0..N {
+                let p = sub.recv_publish().await;
+                assert_eq!(&p.payload[..], &i.to_be_bytes(), "in order, none lost");
+            }
+        });
+        for chunk in 0..N / 500 {
+            let packets = (chunk * 500..(chunk + 1) * 500).map(|i| {
+                Packet::Publish(publish_packet(
+                    "bp/t",
+                    &i.to_be_bytes(),
+                    QoS::AtMostOnce,
+                    pid(1),
+                    false,
+                ))
+            });
+            publisher.send_all(packets).await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("every message arrived in time")
+            .expect("the reader task");
         broker.shutdown().await;
     });
 }

@@ -7,7 +7,7 @@
 //! whatever the session has to send into one output buffer; the loop then
 //! waits for whichever comes first: bytes to read, room to write the buffer,
 //! a delivery into an empty mailbox, the keep-alive deadline, a takeover or
-//! shutdown. So packets produced in one turn leave in one write, and a
+//! shutdown, or the end of a pause for a congested subscriber. So packets produced in one turn leave in one write, and a
 //! client that does not read stops receiving (its mailbox fills and drops)
 //! without stalling anyone else. Only cancel-safe operations (`read_buf`,
 //! `write_buf`, `flush`, `Notified`, timers) are raced.
@@ -20,37 +20,38 @@
 //!
 //! [`Router::publish_with`]: crate::router::Router::publish_with
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use midge_protocol::{
     decode, encode, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PacketType,
     Publish, QoS, Subscribe, SubscribeReturnCode, Unsubscribe,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::auth::ClientInfo;
-use crate::handshake::{check_client_id, claim_session, login, read_connect, refuse};
+use crate::handshake::accept;
 use crate::mailbox::{Delivery, Mailbox};
-use crate::metrics::{DropReason, Metrics, Tally};
+use crate::metrics::{DropReason, Tally};
 use crate::persist::Op;
 use crate::registry::LiveConn;
 use crate::session::{Event, ProtocolError, Session, SessionLimits, Transmit};
 use crate::shared::Shared;
 use crate::tls::PeerIdentity;
 
-/// Room kept free in the read buffer before each read.
-pub(crate) const READ_RESERVE: usize = 8 * 1024;
+/// The most bytes one read takes from the socket.
+const READ_CHUNK: usize = 16 * 1024;
 /// Stop taking deliveries while this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Buffers emptied with more capacity than this are released, so a burst of
-/// large packets does not pin memory for the connection's lifetime.
-const KEEP_CAPACITY: usize = 256 * 1024;
+/// Deliveries an idle connection's batch vector may keep room for.
+const KEEP_BATCH: usize = 64;
 /// Stop reading while this many packets wait to be encoded: a client that
 /// sends without reading cannot grow our queues.
 const MAX_QUEUED_TRANSMITS: usize = 4096;
@@ -106,70 +107,42 @@ pub(crate) struct Io<R, W> {
 
 /// Serves one accepted connection to its end. `cert` is the TLS client
 /// identity on listeners with `identity_as_username`, else `None`.
-pub async fn serve<S>(
+///
+/// The handshake and the loop each run in a box of their own, and the
+/// handshake's box is freed before the loop's is made: a task's future is as
+/// large as its largest state, so an idle connection holds only what the
+/// loop needs, not what CONNECT (login, a blocking password check, the
+/// takeover wait) once did.
+pub fn serve<S>(
     stream: S,
     peer: SocketAddr,
     cert: Option<PeerIdentity>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
-    let mut io = Io {
-        rd,
-        wr,
-        inbuf: BytesMut::with_capacity(READ_RESERVE),
-        outbuf: BytesMut::new(),
-        needs_flush: false,
-    };
-    let timeout_s = shared.config.limits.connect_timeout_s;
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout(Duration::from_secs(timeout_s), read_connect(&mut io, &shared)) => r,
-    };
-    let mut connect = match first {
-        Ok(Ok(connect)) => connect,
-        Ok(Err(Close::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
-            let code = ConnectReturnCode::UnacceptableProtocolVersion;
-            refuse(&mut io, code, &shared).await;
-            warn!(%peer, level, reason = "unsupported protocol level [MQTT-3.1.2-2]", "connection refused");
+    // Boxed before the task's own future is made, which then holds only
+    // the box and the token (not the arguments a second time).
+    let handshake = Box::pin(accept(stream, peer, cert, shared, shutdown.clone()));
+    async move {
+        let Some((conn, live, _exited)) = handshake.await else {
             return;
-        }
-        Ok(Err(close)) => return log_close(peer, None, &close),
-        Err(_) => return log_close(peer, None, &Close::ConnectTimeout(timeout_s)),
-    };
-    Metrics::add(&shared.metrics.messages_received, 1);
-    let conn_id = shared.next_conn_id();
-    let client_id = match check_client_id(&connect, &shared, conn_id) {
-        Ok(id) => id,
-        Err(code) => {
-            refuse(&mut io, code, &shared).await;
-            let id = connect.client_id.as_str();
-            warn!(%peer, client_id = id, reason = code.reason(), "connection refused");
-            return;
-        }
-    };
-    if let Err(code) = login(&mut connect, &client_id, peer, cert, &shared, &shutdown).await {
-        refuse(&mut io, code, &shared).await;
-        warn!(%peer, client_id = %client_id, reason = code.reason(), "connection refused");
-        return;
+        };
+        Box::pin(conn.run(&shutdown, &live.kick)).await;
     }
-    let live = LiveConn {
-        conn_id,
-        kick: CancellationToken::new(),
-        exited: CancellationToken::new(),
-    };
-    // Whatever happens from here, waiters learn that this connection ended.
-    let _exited = live.exited.clone().drop_guard();
-    let Some(claim) = claim_session(&shared, &client_id, &connect, &live, &shutdown).await else {
-        return;
-    };
-    let conn = Connection::start(io, peer, conn_id, shared, client_id, connect, claim);
-    conn.run(&shutdown, &live.kick).await;
 }
 
-fn log_close(peer: SocketAddr, client_id: Option<&str>, close: &Close) {
+/// A connection past CONNACK, how the registry reaches it, and the guard
+/// that tells waiters it ended.
+pub(crate) type Accepted<S> = (
+    Box<Connection<ReadHalf<S>, WriteHalf<S>>>,
+    LiveConn,
+    DropGuard,
+);
+
+pub(crate) fn log_close(peer: SocketAddr, client_id: Option<&str>, close: &Close) {
     let client_id = client_id.unwrap_or("");
     if close.is_violation() {
         warn!(%peer, %client_id, reason = %close, "connection closed");
@@ -188,11 +161,11 @@ enum Wake {
     Flushed(std::io::Result<()>),
     Mail,
     Timer,
-    Durable,
+    Resumed,
 }
 
 /// A connection past CONNACK.
-struct Connection<R, W> {
+pub(crate) struct Connection<R, W> {
     io: Io<R, W>,
     conn_id: u64,
     peer: SocketAddr,
@@ -201,11 +174,22 @@ struct Connection<R, W> {
     username: Option<String>,
     session: Session,
     mailbox: Arc<Mailbox>,
-    will: Option<LastWill>,
+    /// Boxed: most clients have none, and every idle connection would
+    /// carry the room for one.
+    will: Option<Box<LastWill>>,
     batch: Vec<Delivery>,
     tally: Tally,
-    /// Notified when this connection's journal writes are durable.
+    /// Notified when this connection's journal writes are durable: the
+    /// mailbox's own `Notify`, so one wait covers both.
     waker: Arc<Notify>,
+    /// The keep-alive timer, made on first use and moved only when it
+    /// fires: re-arming a timer every turn would cost more than the turn.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// While set, a subscriber this client publishes to is congested: the
+    /// connection neither reads nor decodes until it drains or the wait
+    /// ends, so TCP slows the client down instead of the subscriber's queue
+    /// dropping its messages.
+    pause: Option<Pause>,
     /// Journal changes on their way out (kept for its allocation).
     ops: Vec<Op>,
 }
@@ -220,7 +204,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    fn start(
+    pub(crate) fn start(
         io: Io<R, W>,
         peer: SocketAddr,
         conn_id: u64,
@@ -228,7 +212,7 @@ where
         client_id: Arc<str>,
         connect: Connect,
         (mailbox, resumed): (Arc<Mailbox>, Option<crate::session::SessionState>),
-    ) -> Self {
+    ) -> Box<Self> {
         let limits = SessionLimits {
             max_inflight: shared.config.limits.max_inflight,
             max_pending: shared.config.limits.max_queued_messages,
@@ -254,7 +238,7 @@ where
             keep_alive, session_present, protocol = ?connect.protocol, "client connected"
         );
         shared.metrics.client_connected();
-        let mut conn = Connection {
+        let mut conn = Box::new(Connection {
             io,
             conn_id,
             peer,
@@ -262,13 +246,15 @@ where
             client_id,
             username: connect.username.map(|u| u.to_string()),
             session,
-            mailbox,
-            will: connect.last_will,
+            mailbox: mailbox.clone(),
+            will: connect.last_will.map(Box::new),
             batch: Vec::new(),
             tally: Tally::default(),
-            waker: Arc::new(Notify::new()),
+            waker: mailbox.waker().clone(),
+            timer: None,
+            pause: None,
             ops: Vec::new(),
-        };
+        });
         let connack = Packet::ConnAck(ConnAck {
             session_present,
             code: ConnectReturnCode::Accepted,
@@ -277,43 +263,49 @@ where
         conn
     }
 
-    async fn run(mut self, shutdown: &CancellationToken, kick: &CancellationToken) {
+    // Boxed: an async fn keeps its arguments apart from its locals, so an
+    // unboxed `self` would take twice its size in the task.
+    async fn run(mut self: Box<Self>, shutdown: &CancellationToken, kick: &CancellationToken) {
         // Packets sent right behind CONNECT are already buffered.
         let close = match self.on_bytes() {
             Ok(()) => self.drive(shutdown, kick).await,
             Err(close) => close,
         };
-        self.finish(close);
+        (*self).finish(close);
     }
 
     async fn drive(&mut self, shutdown: &CancellationToken, kick: &CancellationToken) -> Close {
         let mailbox = self.mailbox.clone();
-        let waker = self.waker.clone();
         loop {
             if let Some(journal) = &self.shared.journal {
                 self.session.handle_durable(journal.durable());
             }
             self.pump();
             let held = self.session.waiting_for().is_some();
-            let deadline = self
-                .session
-                .next_deadline()
-                .map(tokio::time::Instant::from_std);
-            let can_read = self.session.transmit_len() < MAX_QUEUED_TRANSMITS;
+            if self.timer.is_none() {
+                if let Some(deadline) = self.session.next_deadline() {
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    self.timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                }
+            }
+            let can_read =
+                self.session.transmit_len() < MAX_QUEUED_TRANSMITS && self.pause.is_none();
             let want_mail = self.io.outbuf.len() < OUT_HIGH_WATER
                 && self.session.would_send_now(QoS::AtMostOnce);
-            let io = &mut self.io;
-            if io.inbuf.capacity() - io.inbuf.len() < READ_RESERVE / 4 {
-                io.inbuf.reserve(READ_RESERVE);
-            }
+            let (io, timer, pause) = (&mut self.io, &mut self.timer, &mut self.pause);
+            // `kick` is a child of `shutdown`: one wait covers both.
             let wake = tokio::select! {
-                _ = shutdown.cancelled() => Wake::Close(Close::Shutdown),
-                _ = kick.cancelled() => Wake::Close(Close::TakenOver),
-                r = io.rd.read_buf(&mut io.inbuf), if can_read => Wake::Read(r),
+                _ = kick.cancelled() => match shutdown.is_cancelled() {
+                    true => Wake::Close(Close::Shutdown),
+                    false => Wake::Close(Close::TakenOver),
+                },
+                r = read_some(&mut io.rd, &mut io.inbuf), if can_read => Wake::Read(r),
                 w = write_or_flush(&mut io.wr, &mut io.outbuf), if !io.outbuf.is_empty() || io.needs_flush => w,
-                _ = mailbox.notified(), if want_mail => Wake::Mail,
-                _ = waker.notified(), if held => Wake::Durable,
-                _ = sleep_until(deadline) => Wake::Timer,
+                // Mail into an empty mailbox, or the journal made held
+                // packets durable: the same `Notify`.
+                _ = mailbox.notified(), if want_mail || held => Wake::Mail,
+                _ = tick(timer) => Wake::Timer,
+                _ = resumed(pause) => Wake::Resumed,
             };
             let result = self.on_wake(wake);
             self.tally
@@ -339,8 +331,12 @@ where
             Wake::Wrote(Ok(n)) => {
                 self.tally.bytes_sent += n as u64;
                 self.io.needs_flush = true;
-                if self.io.outbuf.is_empty() && self.io.outbuf.capacity() > KEEP_CAPACITY {
-                    // A burst of large messages is over: give the memory back.
+                if self.io.outbuf.is_empty()
+                    && self.mailbox.is_empty()
+                    && self.session.transmit_len() == 0
+                {
+                    // All sent and nothing waits: an idle connection keeps
+                    // no output buffer (busy ones keep theirs, full or not).
                     self.io.outbuf = BytesMut::new();
                 }
             }
@@ -348,8 +344,19 @@ where
             Wake::Read(Err(e)) | Wake::Wrote(Err(e)) | Wake::Flushed(Err(e)) => {
                 return Err(e.into())
             }
-            Wake::Mail | Wake::Durable => {}
-            Wake::Timer => self.session.handle_timeout(now())?,
+            Wake::Mail => {}
+            Wake::Resumed => {
+                self.pause = None;
+                // What was read before the pause, then the socket again.
+                self.on_bytes()?;
+            }
+            Wake::Timer => {
+                self.session.handle_timeout(now())?;
+                // Not expired: packets came since it was set.
+                if let (Some(timer), Some(d)) = (&mut self.timer, self.session.next_deadline()) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                }
+            }
         }
         Ok(())
     }
@@ -357,9 +364,16 @@ where
     /// Decodes and handles every whole packet in the read buffer.
     fn on_bytes(&mut self) -> Result<(), Close> {
         let max = self.shared.config.limits.max_packet_size;
-        while let Some(packet) = decode(&mut self.io.inbuf, max)? {
+        // One clock read per batch, not per packet (acknowledgements come
+        // by the thousand).
+        let now = now();
+        // A pause stops decoding too: the packets left wait in the buffer.
+        while self.pause.is_none() {
+            let Some(packet) = decode(&mut self.io.inbuf, max)? else {
+                break;
+            };
             self.tally.messages_received += 1;
-            match self.session.handle_incoming(packet, now())? {
+            match self.session.handle_incoming(packet, now)? {
                 None => {}
                 Some(Event::Publish(p)) => self.on_publish(p),
                 Some(Event::Subscribe(s)) => self.on_subscribe(s),
@@ -368,8 +382,10 @@ where
             }
         }
         self.journal_ops();
-        if self.io.inbuf.is_empty() && self.io.inbuf.capacity() > KEEP_CAPACITY {
-            self.io.inbuf = BytesMut::with_capacity(READ_RESERVE);
+        if self.io.inbuf.is_empty() {
+            // Nothing partial is left: an idle connection holds no read
+            // buffer (the next read sizes a new one to what arrives).
+            self.io.inbuf = BytesMut::new();
         }
         Ok(())
     }
@@ -411,7 +427,7 @@ where
         // publish's own journal transaction: both or neither survive.
         self.session.take_ops(&mut self.ops);
         let waker = Some(&self.waker);
-        let (_, ticket) = self.shared.router.publish_with(
+        let routed = self.shared.router.publish_with(
             &p.topic,
             &p.payload,
             p.qos(),
@@ -419,7 +435,13 @@ where
             &mut self.ops,
             waker,
         );
-        self.session.bind(ticket);
+        self.session.bind(routed.ticket);
+        if let Some(mailbox) = routed.congested {
+            if self.pause.is_none() {
+                let router = self.shared.router.clone();
+                self.pause = Some(Box::pin(router.wait_drained(mailbox)));
+            }
+        }
     }
 
     fn on_subscribe(&mut self, s: Subscribe) {
@@ -478,7 +500,7 @@ where
             let mut room = self.session.window_room();
             let mut budget = OUT_HIGH_WATER - self.io.outbuf.len();
             let mut batch = std::mem::take(&mut self.batch);
-            self.mailbox.take_batch(&mut batch, |d| {
+            let drained = self.mailbox.take_batch(&mut batch, |d| {
                 if budget == 0 || (d.qos != QoS::AtMostOnce && room == 0) {
                     return false;
                 }
@@ -486,6 +508,12 @@ where
                 budget = budget.saturating_sub(d.msg.wire_len());
                 true
             });
+            if drained {
+                self.shared.router.drained().notify_waiters();
+            }
+            // One allocation for the turn's output, not one per doubling.
+            let bytes = batch.iter().map(|d| d.msg.wire_len()).sum();
+            self.io.outbuf.reserve(bytes);
             for d in batch.drain(..) {
                 if self.shared.auth.may_receive(&self.info(), d.msg.topic()) {
                     self.session.offer(d);
@@ -493,7 +521,9 @@ where
                     self.session.discard(&d);
                 }
             }
-            self.batch = batch;
+            if batch.capacity() <= KEEP_BATCH || !self.mailbox.is_empty() {
+                self.batch = batch;
+            }
         }
         if self.session.has_ops() {
             self.journal_ops();
@@ -581,9 +611,43 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut BytesMut) -
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+/// Reads what the socket has (at most [`READ_CHUNK`] bytes) and appends it
+/// to `inbuf`. The bytes land in a stack buffer first, so the connection
+/// keeps no spare read capacity between reads; a copy of a few KB costs
+/// little next to the system call. Cancel-safe: the bytes are appended in
+/// the same poll that reads them.
+pub(crate) async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    inbuf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut buf))?;
+        inbuf.extend_from_slice(buf.filled());
+        std::task::Poll::Ready(Ok(buf.filled().len()))
+    })
+    .await
+}
+
+/// A publisher's wait for a congested subscriber
+/// ([`Router::wait_drained`]).
+type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Waits for a paused connection's wait to end, forever when not paused.
+async fn resumed(pause: &mut Option<Pause>) {
+    std::future::poll_fn(|cx| match pause {
+        Some(p) => p.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await
+}
+
+/// Waits for the keep-alive timer, forever when there is none.
+async fn tick(timer: &mut Option<Pin<Box<Sleep>>>) {
+    std::future::poll_fn(|cx| match timer {
+        Some(t) => t.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await
 }

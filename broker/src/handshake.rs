@@ -9,16 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use midge_protocol::{decode, encode, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolLevel};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use midge_protocol::{
+    decode, encode, ConnAck, Connect, ConnectReturnCode, DecodeError, Packet, ProtocolLevel,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::auth::ClientInfo;
-use crate::connection::{Close, Io, READ_RESERVE};
+use crate::connection::{log_close, read_some, Accepted, Close, Connection, Io};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
-use crate::registry::{Claim, LiveConn};
+use crate::registry::Claim;
+use crate::registry::LiveConn;
 use crate::session::SessionState;
 use crate::shared::Shared;
 use crate::tls::PeerIdentity;
@@ -30,6 +33,76 @@ const MQTT31_MAX_CLIENT_ID: usize = 23;
 /// The longest a connection over `max_connections` may take to send CONNECT
 /// before it is closed without an answer.
 const REFUSAL_READ_TIMEOUT_S: u64 = 5;
+
+/// The CONNECT phase, to CONNACK: `None` when the connection ended in it.
+pub(crate) async fn accept<S>(
+    stream: S,
+    peer: SocketAddr,
+    cert: Option<PeerIdentity>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Option<Accepted<S>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut io = Io {
+        rd,
+        wr,
+        inbuf: BytesMut::new(),
+        outbuf: BytesMut::new(),
+        needs_flush: false,
+    };
+    let timeout_s = shared.config.limits.connect_timeout_s;
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout(Duration::from_secs(timeout_s), read_connect(&mut io, &shared)) => r,
+    };
+    let mut connect = match first {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(Close::Decode(DecodeError::UnsupportedProtocolLevel(level)))) => {
+            let code = ConnectReturnCode::UnacceptableProtocolVersion;
+            refuse(&mut io, code, &shared).await;
+            warn!(%peer, level, reason = "unsupported protocol level [MQTT-3.1.2-2]", "connection refused");
+            return None;
+        }
+        Ok(Err(close)) => {
+            log_close(peer, None, &close);
+            return None;
+        }
+        Err(_) => {
+            log_close(peer, None, &Close::ConnectTimeout(timeout_s));
+            return None;
+        }
+    };
+    Metrics::add(&shared.metrics.messages_received, 1);
+    let conn_id = shared.next_conn_id();
+    let client_id = match check_client_id(&connect, &shared, conn_id) {
+        Ok(id) => id,
+        Err(code) => {
+            refuse(&mut io, code, &shared).await;
+            let id = connect.client_id.as_str();
+            warn!(%peer, client_id = id, reason = code.reason(), "connection refused");
+            return None;
+        }
+    };
+    if let Err(code) = login(&mut connect, &client_id, peer, cert, &shared, &shutdown).await {
+        refuse(&mut io, code, &shared).await;
+        warn!(%peer, client_id = %client_id, reason = code.reason(), "connection refused");
+        return None;
+    }
+    let live = LiveConn {
+        conn_id,
+        // A child of `shutdown`, so the loop waits on one token for both.
+        kick: shutdown.child_token(),
+        exited: CancellationToken::new(),
+    };
+    // Whatever happens from here, waiters learn that this connection ended.
+    let exited = live.exited.clone().drop_guard();
+    let claim = claim_session(&shared, &client_id, &connect, &live, &shutdown).await?;
+    let conn = Connection::start(io, peer, conn_id, shared, client_id, connect, claim);
+    Some((conn, live, exited))
+}
 
 /// Reads until a whole first packet is there; it must be CONNECT.
 pub(crate) async fn read_connect<R, W>(io: &mut Io<R, W>, shared: &Shared) -> Result<Connect, Close>
@@ -43,8 +116,7 @@ where
             Some(other) => return Err(Close::NotConnect(other.packet_type())),
             None => {}
         }
-        io.inbuf.reserve(READ_RESERVE);
-        match io.rd.read_buf(&mut io.inbuf).await? {
+        match read_some(&mut io.rd, &mut io.inbuf).await? {
             0 => return Err(Close::PeerClosed),
             n => Metrics::add(&shared.metrics.bytes_received, n as u64),
         }

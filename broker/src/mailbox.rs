@@ -7,6 +7,13 @@
 //! woken only when the mailbox goes from empty to non-empty, then takes a
 //! whole batch under one lock.
 //!
+//! Filled past three quarters of its limit a mailbox is *congested*
+//! ([`Mailbox::is_congested`]): publishers that route to it pause reading
+//! until a batch taken by its connection brings it down to a quarter
+//! ([`Mailbox::take_batch`] says so). A publisher that waited in vain marks
+//! it *stuck* ([`Mailbox::set_stuck`]): nobody waits for it again until it
+//! drains, and it drops as before.
+//!
 //! A mailbox outlives connections for a persistent session: while the client
 //! is away it is *offline* and keeps QoS 1/2 deliveries only (QoS 0 messages
 //! are not queued for absent clients), and the next connection with the same
@@ -18,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use midge_protocol::QoS;
@@ -26,6 +33,15 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::message::Message;
+
+/// Not congested.
+const CLEAR: u8 = 0;
+/// Filled past the high-water mark: publishers routing to it pause reading.
+const CONGESTED: u8 = 1;
+/// Congested, and a publisher waited the longest it may: the subscriber is
+/// not reading, so publishers no longer pause for it (new deliveries drop
+/// once it is full) until it drains.
+const STUCK: u8 = 2;
 
 /// One message on its way to one subscriber.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,10 +98,15 @@ pub struct Mailbox {
     client_id: Arc<str>,
     limit: usize,
     journaled: bool,
+    /// Backpressure: [`CLEAR`], [`CONGESTED`] or [`STUCK`].
+    pressure: AtomicU8,
     inner: Mutex<Inner>,
     /// The queue's length as of the last unlock, for lock-free counting.
     len: AtomicUsize,
-    notify: Notify,
+    /// Wakes the connection task; shared with the journal, which wakes it
+    /// through the same `Notify` when its writes are durable, so the task
+    /// waits on one notification for both.
+    notify: Arc<Notify>,
 }
 
 /// The mailbox's lock, held. Releasing it publishes the queue's length to
@@ -135,6 +156,7 @@ impl Mailbox {
             client_id,
             limit,
             journaled: seq.is_some(),
+            pressure: AtomicU8::new(CLEAR),
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
                 state: State::Online,
@@ -142,7 +164,7 @@ impl Mailbox {
                 next_seq: seq.unwrap_or(0),
             }),
             len: AtomicUsize::new(0),
-            notify: Notify::new(),
+            notify: Arc::new(Notify::new()),
         })
     }
 
@@ -214,7 +236,17 @@ impl Mailbox {
         }
         let seq = delivery.seq;
         inner.queue.push_back(delivery);
-        let wake = inner.queue.len() == 1 && inner.state == State::Online;
+        let online = inner.state == State::Online;
+        let wake = inner.queue.len() == 1 && online;
+        if online && inner.queue.len() >= self.high_water() {
+            // Under the lock, so it cannot race the drain that clears it.
+            let _ = self.pressure.compare_exchange(
+                CLEAR,
+                CONGESTED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         drop(inner);
         if wake {
             // Wakes the connection task, or leaves a permit if it is busy:
@@ -226,7 +258,13 @@ impl Mailbox {
 
     /// Moves deliveries from the front into `out` while `accept` says yes.
     /// The first refused delivery stays at the front, keeping the order.
-    pub fn take_batch(&self, out: &mut Vec<Delivery>, mut accept: impl FnMut(&Delivery) -> bool) {
+    /// True when this ended a congestion: publishers waiting for it to
+    /// drain may go on ([`crate::router::Router::drained`]).
+    pub fn take_batch(
+        &self,
+        out: &mut Vec<Delivery>,
+        mut accept: impl FnMut(&Delivery) -> bool,
+    ) -> bool {
         let mut inner = self.lock();
         while let Some(front) = inner.queue.front() {
             if !accept(front) {
@@ -236,12 +274,46 @@ impl Mailbox {
                 out.push(d);
             }
         }
+        if inner.queue.len() <= self.low_water() {
+            return self.pressure.swap(CLEAR, Ordering::Relaxed) == CONGESTED;
+        }
+        false
+    }
+
+    /// Queue length from which publishers are asked to pause.
+    fn high_water(&self) -> usize {
+        (self.limit - self.limit / 4).max(1)
+    }
+
+    /// Queue length at or below which a congestion ends.
+    fn low_water(&self) -> usize {
+        self.limit / 4
+    }
+
+    /// Whether publishers should pause until it drains: it is filled past
+    /// its high-water mark and its subscriber is not known to be stuck.
+    pub fn is_congested(&self) -> bool {
+        self.pressure.load(Ordering::Relaxed) == CONGESTED
+    }
+
+    /// A publisher waited for it to drain as long as it may: until it
+    /// drains, publishers no longer wait for it.
+    pub fn set_stuck(&self) {
+        let _ =
+            self.pressure
+                .compare_exchange(CONGESTED, STUCK, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Waits until a delivery is queued into an empty mailbox. Create the
     /// future, then check for work, then await it, and nothing is missed.
     pub fn notified(&self) -> Notified<'_> {
         self.notify.notified()
+    }
+
+    /// The `Notify` behind [`Mailbox::notified`], for other events that
+    /// must wake the same connection task (the journal's durability).
+    pub fn waker(&self) -> &Arc<Notify> {
+        &self.notify
     }
 
     /// The number of queued deliveries (as of the last change; no lock).
@@ -276,6 +348,8 @@ impl Mailbox {
             return 0;
         }
         inner.state = State::Offline;
+        // Nobody drains an offline mailbox: publishers must not wait for it.
+        self.pressure.store(CLEAR, Ordering::Relaxed);
         let before = inner.queue.len();
         inner.queue.retain(|d| d.qos != QoS::AtMostOnce);
         before - inner.queue.len()
@@ -286,6 +360,7 @@ impl Mailbox {
     pub fn close(&self) -> usize {
         let mut inner = self.lock();
         inner.state = State::Closed;
+        self.pressure.store(CLEAR, Ordering::Relaxed);
         let n = inner.queue.len();
         inner.queue = VecDeque::new();
         n
@@ -347,6 +422,39 @@ mod tests {
         });
         assert_eq!(out.len(), 2);
         assert_eq!(take_all(&mb), vec![3, 4]);
+    }
+
+    #[test]
+    fn a_mailbox_past_its_high_water_mark_is_congested_until_it_drains() {
+        let mb = Mailbox::new(1, "c".into(), 8);
+        for n in 1..=5 {
+            mb.push(delivery(QoS::AtMostOnce, n));
+        }
+        assert!(!mb.is_congested());
+        mb.push(delivery(QoS::AtMostOnce, 6));
+        assert!(mb.is_congested(), "6 of 8 is the high-water mark");
+        let mut out = Vec::new();
+        assert!(!mb.take_batch(&mut out, |d| d.msg.payload()[0] <= 3));
+        assert!(mb.is_congested(), "3 left is above the low-water mark");
+        assert!(mb.take_batch(&mut out, |d| d.msg.payload()[0] <= 4));
+        assert!(!mb.is_congested());
+    }
+
+    #[test]
+    fn a_stuck_mailbox_stops_asking_publishers_to_wait_until_it_drains() {
+        let mb = Mailbox::new(1, "c".into(), 4);
+        for n in 1..=4 {
+            mb.push(delivery(QoS::AtMostOnce, n));
+        }
+        mb.set_stuck();
+        assert!(!mb.is_congested());
+        mb.push(delivery(QoS::AtMostOnce, 5));
+        assert!(!mb.is_congested(), "still stuck: no new congestion");
+        assert!(!mb.take_batch(&mut Vec::new(), |_| true));
+        for n in 1..=3 {
+            mb.push(delivery(QoS::AtMostOnce, n));
+        }
+        assert!(mb.is_congested(), "drained, then filled again");
     }
 
     #[test]

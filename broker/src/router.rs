@@ -5,7 +5,9 @@
 //! delivery at the highest granted QoS, encodes the message once, and pushes
 //! a [`Delivery`] sharing it into each mailbox. Nothing in here awaits: the
 //! locks are held for the length of one fan-out at most, and a full mailbox
-//! drops the delivery instead of making the publisher wait.
+//! drops the delivery instead of making the publisher wait. A congested
+//! mailbox is reported back ([`Routed::congested`]) so the publisher's
+//! connection can pause reading, and [`Router::drained`] wakes it.
 //!
 //! With persistence on, a publish that a persistent session must receive
 //! at QoS 1/2, or that changes a retained message, is journaled: the
@@ -15,6 +17,7 @@
 //! subscriber does with the delivery ([`crate::persist`]).
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use midge_protocol::QoS;
 use tokio::sync::Notify;
@@ -35,12 +38,18 @@ pub struct Subscriber {
     pub qos: QoS,
 }
 
+/// The longest a publisher stops reading for one congested subscriber
+/// before it is taken as stuck.
+pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+
 /// The routing state shared by all connections.
 pub struct Router {
     trie: RwLock<Trie<Subscriber>>,
     retained: Arc<dyn RetainedStore>,
     metrics: Arc<Metrics>,
     journal: Option<Journal>,
+    /// Notified when a congested mailbox drains ([`Router::drained`]).
+    drained: Notify,
 }
 
 impl std::fmt::Debug for Router {
@@ -60,6 +69,35 @@ impl Router {
             retained,
             metrics,
             journal: None,
+            drained: Notify::new(),
+        }
+    }
+
+    /// Woken (all waiters) whenever a congested mailbox drains: publishers
+    /// paused for one check whether theirs is still congested.
+    pub fn drained(&self) -> &Notify {
+        &self.drained
+    }
+
+    /// Waits until `mailbox` is no longer congested, at most [`MAX_PAUSE`];
+    /// a subscriber that drains nothing in that time is marked stuck, so it
+    /// stalls no publisher again until it drains (its messages drop
+    /// instead).
+    pub async fn wait_drained(self: Arc<Self>, mailbox: Arc<Mailbox>) {
+        let deadline = tokio::time::Instant::now() + MAX_PAUSE;
+        loop {
+            // Registered before the check, so a drain in between is not
+            // missed.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !mailbox.is_congested() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                mailbox.set_stuck();
+                return;
+            }
         }
     }
 
@@ -90,14 +128,13 @@ impl Router {
     /// removes that). Returns the number of mailboxes it was queued in.
     pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> usize {
         self.publish_with(topic, payload, qos, retain, &mut Vec::new(), None)
-            .0
+            .queued
     }
 
     /// [`Router::publish`] for a connection: `ops` (the publisher's own
     /// pending journal changes, drained) are journaled in the same
     /// transaction as the publish, and `waker` is notified when it is
-    /// durable. Returns the mailboxes queued in and the journal ticket the
-    /// acknowledgement must wait for (0: nothing to wait for).
+    /// durable.
     pub fn publish_with(
         &self,
         topic: &str,
@@ -106,13 +143,13 @@ impl Router {
         retain: bool,
         ops: &mut Vec<Op>,
         waker: Option<&Arc<Notify>>,
-    ) -> (usize, u64) {
+    ) -> Routed {
         let trie = self.read();
         let mut targets: Vec<(u64, QoS, &Arc<Mailbox>)> = Vec::new();
         trie.for_each_match(topic, |id, sub| targets.push((id, sub.qos, &sub.mailbox)));
         let submit = |ops: &mut Vec<Op>| self.journal.as_ref().map_or(0, |j| j.submit(ops, waker));
         if targets.is_empty() && !retain {
-            return (0, submit(ops));
+            return Routed::new(0, submit(ops));
         }
         // The journal is written only for what must survive: a retained
         // change, or a QoS 1/2 delivery to a persistent session.
@@ -128,7 +165,7 @@ impl Router {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::warn!(topic, error = %e, "message not routed");
-                return (0, submit(ops));
+                return Routed::new(0, submit(ops));
             }
         };
         merge_overlaps(&mut targets);
@@ -139,10 +176,12 @@ impl Router {
                 self.retained.put(msg.clone());
             }
             let mut queued = 0;
-            for (_, granted, mailbox) in targets {
-                queued += usize::from(self.push(mailbox, delivery(&msg, qos.min(granted))));
+            for (_, granted, mailbox) in &targets {
+                queued += usize::from(self.push(mailbox, delivery(&msg, qos.min(*granted))));
             }
-            return (queued, submit(ops));
+            let mut routed = Routed::new(queued, submit(ops));
+            routed.congested = congested(&targets);
+            return routed;
         };
         // One transaction: the journal's order is the memory's order.
         let mut txn = journal.txn(waker);
@@ -157,7 +196,7 @@ impl Router {
             });
         }
         let mut queued = 0;
-        for (_, granted, mailbox) in targets {
+        for &(_, granted, mailbox) in &targets {
             let qos = qos.min(granted);
             let (ok, seq) = self.push_numbered(mailbox, delivery(&msg, qos));
             queued += usize::from(ok);
@@ -172,7 +211,9 @@ impl Router {
                 });
             }
         }
-        (queued, txn.commit())
+        let mut routed = Routed::new(queued, txn.commit());
+        routed.congested = congested(&targets);
+        routed
     }
 
     /// Pushes one delivery, counting and logging drops. True if queued.
@@ -246,6 +287,34 @@ impl Router {
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
+}
+
+/// What [`Router::publish_with`] did.
+#[derive(Debug)]
+pub struct Routed {
+    /// The number of mailboxes the message was queued in.
+    pub queued: usize,
+    /// The journal ticket the acknowledgement must wait for (0: nothing).
+    pub ticket: u64,
+    /// A subscriber's mailbox filled past its high-water mark: the
+    /// publisher should stop reading until it drains (a bounded wait).
+    pub congested: Option<Arc<Mailbox>>,
+}
+
+impl Routed {
+    fn new(queued: usize, ticket: u64) -> Routed {
+        Routed {
+            queued,
+            ticket,
+            congested: None,
+        }
+    }
+}
+
+/// The first congested mailbox among the targets.
+fn congested(targets: &[(u64, QoS, &Arc<Mailbox>)]) -> Option<Arc<Mailbox>> {
+    let found = targets.iter().find(|(_, _, mb)| mb.is_congested());
+    found.map(|(_, _, mb)| Arc::clone(mb))
 }
 
 /// A normally forwarded delivery: RETAIN is 0 [MQTT-3.3.1-9].

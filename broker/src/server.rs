@@ -359,7 +359,9 @@ impl Acceptor {
                 self.shutdown.spawn(async move {
                     match tls {
                         None => connection::serve(stream, peer, None, shared, token).await,
-                        Some(tls) => serve_tls(stream, peer, &tls, shared, token).await,
+                        // Boxed: a TLS session is large, and plain connections
+                        // should not reserve room for one.
+                        Some(tls) => Box::pin(serve_tls(stream, peer, &tls, shared, token)).await,
                     }
                     drop(permit);
                 });
