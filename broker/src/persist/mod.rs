@@ -303,7 +303,17 @@ impl Journal {
         );
         let handle = std::thread::Builder::new()
             .name("midge-journal".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                // A writer that died would leave every held acknowledgement
+                // waiting forever while the broker looked healthy. Stopping
+                // the process instead lets a supervisor restart it, and
+                // recovery brings back everything acknowledged.
+                let run = std::panic::AssertUnwindSafe(|| writer.run());
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("journal writer panicked; stopping the broker");
+                    std::process::abort();
+                }
+            })
             .map_err(err)?;
         *inner.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok((Journal { inner }, restored))
