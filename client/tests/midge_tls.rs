@@ -12,7 +12,8 @@ use midge_broker::config::{PersistenceConfig, SysConfig};
 use midge_broker::{AuthConfig, Broker, Config, ListenerConfig, TlsConfig};
 use midge_client::{Client, ConnectError, ConnectReturnCode, QoS, Reconnect, TlsError, TlsOptions};
 use support::certs::Certs;
-use support::{scenarios, within, PASSWORD, USER};
+use support::scenarios::{tls_roundtrip, tls_url};
+use support::{within, PASSWORD, USER};
 
 /// A midge broker with a plain listener, a TLS listener, a TLS listener
 /// that requires client certificates, and a password file made by
@@ -90,27 +91,6 @@ fn make_password_file(path: &Path) {
     assert!(status.success(), "mosquitto_passwd failed");
 }
 
-fn tls_url(port: u16, host: &str) -> String {
-    format!("mqtts://{host}:{port}")
-}
-
-async fn tls_roundtrip(client: Client) {
-    let mut sub = within("subscribe", client.subscribe("tls/t", QoS::AtLeastOnce))
-        .await
-        .expect("subscribe");
-    within(
-        "publish",
-        client.publish("tls/t", "secret", QoS::ExactlyOnce, false),
-    )
-    .await
-    .expect("publish");
-    let msg = scenarios::next(&mut sub).await;
-    assert_eq!(&msg.payload[..], b"secret");
-    within("disconnect", client.disconnect())
-        .await
-        .expect("disconnect");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_custom_ca_and_a_password_from_a_mosquitto_passwd_file() {
     let broker = TlsMidge::start().await;
@@ -123,7 +103,7 @@ async fn tls_with_a_custom_ca_and_a_password_from_a_mosquitto_passwd_file() {
     )
     .await
     .expect("TLS connect with password");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::ExactlyOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +117,7 @@ async fn tls_to_an_ip_address_checks_the_ip_in_the_certificate() {
     )
     .await
     .expect("TLS connect by IP");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::ExactlyOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +135,7 @@ async fn tls_with_a_client_certificate() {
     )
     .await
     .expect("mutual TLS connect");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::ExactlyOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,8 @@
 
 mod support;
 
-use futures::StreamExt;
 use midge_client::{Client, ConnectError, ConnectReturnCode, QoS, Reconnect, TlsError, TlsOptions};
-use support::scenarios::{self, next};
+use support::scenarios::{self, next, tls_roundtrip, tls_url};
 use support::{within, Mosquitto, PASSWORD, USER};
 
 #[tokio::test]
@@ -120,32 +119,6 @@ async fn a_persistent_session_keeps_qos1_messages_while_the_client_is_away() {
     assert_eq!(&next(&mut sub).await.payload[..], b"kept");
 }
 
-fn tls_url(port: u16, host: &str) -> String {
-    format!("mqtts://{host}:{port}")
-}
-
-async fn tls_roundtrip(client: Client) {
-    let mut sub = within("subscribe", client.subscribe("tls/t", QoS::AtLeastOnce))
-        .await
-        .expect("subscribe");
-    within(
-        "publish",
-        client.publish("tls/t", "secret", QoS::AtLeastOnce, false),
-    )
-    .await
-    .expect("publish");
-    assert_eq!(
-        &within("message", sub.next())
-            .await
-            .expect("message")
-            .payload[..],
-        b"secret"
-    );
-    within("disconnect", client.disconnect())
-        .await
-        .expect("disconnect");
-}
-
 #[tokio::test]
 async fn tls_with_a_custom_ca_by_host_name() {
     let broker = Mosquitto::start();
@@ -157,7 +130,7 @@ async fn tls_with_a_custom_ca_by_host_name() {
     )
     .await
     .expect("TLS connect");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::AtLeastOnce).await;
 }
 
 #[tokio::test]
@@ -171,7 +144,7 @@ async fn tls_to_an_ip_address_checks_the_ip_in_the_certificate() {
     )
     .await
     .expect("TLS connect by IP");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::AtLeastOnce).await;
 }
 
 #[tokio::test]
@@ -189,7 +162,7 @@ async fn tls_with_a_client_certificate() {
     )
     .await
     .expect("mutual TLS connect");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::AtLeastOnce).await;
 }
 
 #[tokio::test]
@@ -298,7 +271,7 @@ async fn tls_insecure_modes_accept_what_verification_would_reject() {
     )
     .await
     .expect("insecure accepts an unknown CA");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::AtLeastOnce).await;
     let client = within(
         "connect",
         Client::builder(&tls_url(broker.tls_port, "localhost"))
@@ -312,7 +285,7 @@ async fn tls_insecure_modes_accept_what_verification_would_reject() {
     )
     .await
     .expect("skipping the hostname check accepts a name mismatch");
-    tls_roundtrip(client).await;
+    tls_roundtrip(client, QoS::AtLeastOnce).await;
 }
 
 #[tokio::test]

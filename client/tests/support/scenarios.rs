@@ -458,3 +458,23 @@ pub async fn right_password_is_accepted(broker: &impl TestBroker, user: &str, pa
         .await
         .expect("disconnect");
 }
+
+/// `mqtts://host:port`.
+pub fn tls_url(port: u16, host: &str) -> String {
+    format!("mqtts://{host}:{port}")
+}
+
+/// Subscribes at QoS 1, publishes `secret` at `qos` to itself, expects it
+/// back, and disconnects: proof that a TLS connection carries MQTT.
+pub async fn tls_roundtrip(client: Client, qos: QoS) {
+    let mut sub = within("subscribe", client.subscribe("tls/t", QoS::AtLeastOnce))
+        .await
+        .expect("subscribe");
+    within("publish", client.publish("tls/t", "secret", qos, false))
+        .await
+        .expect("publish");
+    assert_eq!(&next(&mut sub).await.payload[..], b"secret");
+    within("disconnect", client.disconnect())
+        .await
+        .expect("disconnect");
+}
