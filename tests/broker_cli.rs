@@ -174,7 +174,7 @@ async fn print_config_shows_the_built_in_defaults() {
     assert_key_value(&text, "bind", "0.0.0.0:1883");
     assert_key_value(&text, "max_packet_size", "1048576");
     assert_key_value(&text, "max_connections", "100000");
-    assert_key_value(&text, "max_inflight", "20");
+    assert_key_value(&text, "max_inflight", "100");
     assert_key_value(&text, "max_queued_messages", "1000");
     assert_key_value(&text, "connect_timeout_s", "10");
     assert_key_value(&text, "interval_s", "10");

@@ -106,7 +106,8 @@ pub struct LimitsConfig {
     /// CONNACK 0x03 and closed. Default 100,000.
     pub max_connections: usize,
     /// Most unacknowledged outgoing QoS 1/2 messages per client (1 to
-    /// 65,535); the rest wait in order. Default 20.
+    /// 65,535); the rest wait in order. Default 100: a wide window lets many
+    /// messages share one write and one round trip.
     pub max_inflight: usize,
     /// Most messages waiting for one client, online or offline; beyond that
     /// new messages for it are dropped and counted. Default 1,000.
@@ -120,7 +121,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_packet_size: 1_048_576,
             max_connections: 100_000,
-            max_inflight: 20,
+            max_inflight: 100,
             max_queued_messages: 1000,
             connect_timeout_s: 10,
         }
