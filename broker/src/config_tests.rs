@@ -31,7 +31,7 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(c.listeners[0].bind, "0.0.0.0:1883".parse().expect("addr"));
     assert_eq!(c.limits.max_packet_size, 1_048_576);
     assert_eq!(c.limits.max_connections, 100_000);
-    assert_eq!(c.limits.max_inflight, 20);
+    assert_eq!(c.limits.max_inflight, 100);
     assert_eq!(c.limits.max_queued_messages, 1000);
     assert_eq!(c.limits.connect_timeout_s, 10);
     assert_eq!(c.sys.interval_s, 10);
