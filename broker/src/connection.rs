@@ -1,16 +1,22 @@
 //! One client connection: the CONNECT handshake, then one task running a
-//! `select!` loop over the socket, the session's mailbox, the keep-alive
-//! timer, takeover and shutdown.
+//! `select!` loop over the socket and the session's mailbox.
 //!
 //! Every turn of the loop first moves deliveries from the mailbox into the
 //! [`Session`] (as many as its window and a byte budget allow) and encodes
 //! whatever the session has to send into one output buffer; the loop then
-//! waits for whichever comes first: bytes to read, room to write the buffer,
-//! a delivery into an empty mailbox, the keep-alive deadline, a takeover or
-//! shutdown, or the end of a pause for a congested subscriber. So packets produced in one turn leave in one write, and a
-//! client that does not read stops receiving (its mailbox fills and drops)
-//! without stalling anyone else. Only cancel-safe operations (`read_buf`,
-//! `write_buf`, `flush`, `Notified`, timers) are raced.
+//! waits for whichever comes first: bytes to read or room to write (one
+//! future polls both directions of the unsplit stream), the mailbox's
+//! `Notify`, or the end of a pause for a congested subscriber. So packets
+//! produced in one turn leave in one write, and a client that does not read
+//! stops receiving (its mailbox fills and drops) without stalling anyone
+//! else. Only cancel-safe operations (single reads, writes and flushes,
+//! `Notified`) are raced.
+//!
+//! The mailbox's `Notify` carries every other event, so an idle connection
+//! waits on two things only: mail, the journal's word that held packets are
+//! durable, a takeover or shutdown (a flag in the [`ConnSignal`], checked
+//! each turn), and the keep-alive sweeper ([`crate::keepalive`]) waking a
+//! connection past its deadline, which the session then judges.
 //!
 //! With persistence on, each turn journals the session's changes (and each
 //! publish its fan-out, in [`Router::publish_with`]) and binds the
@@ -25,23 +31,25 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use midge_protocol::{
     decode, encode, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PacketType,
     Publish, QoS, Subscribe, SubscribeReturnCode, Unsubscribe,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio::sync::Notify;
-use tokio::time::Sleep;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::ClientInfo;
 use crate::handshake::accept;
-use crate::mailbox::{Delivery, Mailbox};
+use crate::keepalive::now;
+use crate::mailbox::Mailbox;
 use crate::metrics::{DropReason, Tally};
-use crate::persist::Op;
-use crate::registry::LiveConn;
+use crate::registry::{ConnSignal, ExitGuard, LiveConn};
+use crate::scratch;
 use crate::session::{Event, ProtocolError, Session, SessionLimits, Transmit};
 use crate::shared::Shared;
 use crate::tls::PeerIdentity;
@@ -50,8 +58,6 @@ use crate::tls::PeerIdentity;
 const READ_CHUNK: usize = 16 * 1024;
 /// Stop taking deliveries while this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Deliveries an idle connection's batch vector may keep room for.
-const KEEP_BATCH: usize = 64;
 /// Stop reading while this many packets wait to be encoded: a client that
 /// sends without reading cannot grow our queues.
 const MAX_QUEUED_TRANSMITS: usize = 4096;
@@ -96,17 +102,31 @@ impl Close {
     }
 }
 
-/// The socket halves and buffers.
-pub(crate) struct Io<R, W> {
-    pub(crate) rd: R,
-    pub(crate) wr: W,
+/// The socket and its buffers. The stream is not split into halves: one
+/// future polls both directions ([`io_ready`]), so a connection needs no
+/// shared lock and no extra allocation for the halves.
+pub(crate) struct Io<S> {
+    pub(crate) stream: S,
     pub(crate) inbuf: BytesMut,
     pub(crate) outbuf: BytesMut,
     pub(crate) needs_flush: bool,
 }
 
+impl<S> Io<S> {
+    /// A fresh connection's: empty buffers, nothing to flush.
+    pub(crate) fn new(stream: S) -> Io<S> {
+        Io {
+            stream,
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            needs_flush: false,
+        }
+    }
+}
+
 /// Serves one accepted connection to its end. `cert` is the TLS client
-/// identity on listeners with `identity_as_username`, else `None`.
+/// identity on listeners with `identity_as_username`, else `None`; `permit`
+/// (a place under `max_connections`) is held to the end.
 ///
 /// The handshake and the loop each run in a box of their own, and the
 /// handshake's box is freed before the loop's is made: a task's future is as
@@ -119,6 +139,7 @@ pub fn serve<S>(
     cert: Option<PeerIdentity>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -130,17 +151,15 @@ where
         let Some((conn, live, _exited)) = handshake.await else {
             return;
         };
-        Box::pin(conn.run(&shutdown, &live.kick)).await;
+        Box::pin(conn.run(&shutdown, &live.signal)).await;
+        // The connection counts against `max_connections` to its end.
+        drop(permit);
     }
 }
 
 /// A connection past CONNACK, how the registry reaches it, and the guard
 /// that tells waiters it ended.
-pub(crate) type Accepted<S> = (
-    Box<Connection<ReadHalf<S>, WriteHalf<S>>>,
-    LiveConn,
-    DropGuard,
-);
+pub(crate) type Accepted<S> = (Box<Connection<S>>, LiveConn, ExitGuard);
 
 pub(crate) fn log_close(peer: SocketAddr, client_id: Option<&str>, close: &Close) {
     let client_id = client_id.unwrap_or("");
@@ -155,57 +174,40 @@ pub(crate) fn log_close(peer: SocketAddr, client_id: Option<&str>, close: &Close
 
 /// What one turn of the loop waited for.
 enum Wake {
-    Close(Close),
     Read(std::io::Result<usize>),
     Wrote(std::io::Result<usize>),
     Flushed(std::io::Result<()>),
     Mail,
-    Timer,
     Resumed,
 }
 
 /// A connection past CONNACK.
-pub(crate) struct Connection<R, W> {
-    io: Io<R, W>,
+pub(crate) struct Connection<S> {
+    io: Io<S>,
     conn_id: u64,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    client_id: Arc<str>,
-    username: Option<String>,
+    username: Option<Box<str>>,
+    /// Knows the client id.
     session: Session,
     mailbox: Arc<Mailbox>,
     /// Boxed: most clients have none, and every idle connection would
     /// carry the room for one.
     will: Option<Box<LastWill>>,
-    batch: Vec<Delivery>,
     tally: Tally,
-    /// Notified when this connection's journal writes are durable: the
-    /// mailbox's own `Notify`, so one wait covers both.
-    waker: Arc<Notify>,
-    /// The keep-alive timer, made on first use and moved only when it
-    /// fires: re-arming a timer every turn would cost more than the turn.
-    timer: Option<Pin<Box<Sleep>>>,
     /// While set, a subscriber this client publishes to is congested: the
     /// connection neither reads nor decodes until it drains or the wait
     /// ends, so TCP slows the client down instead of the subscriber's queue
     /// dropping its messages.
     pause: Option<Pause>,
-    /// Journal changes on their way out (kept for its allocation).
-    ops: Vec<Op>,
 }
 
-fn now() -> std::time::Instant {
-    // tokio's clock, so tests with a paused clock drive keep alive.
-    tokio::time::Instant::now().into_std()
-}
-
-impl<R, W> Connection<R, W>
+impl<S> Connection<S>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     pub(crate) fn start(
-        io: Io<R, W>,
+        io: Io<S>,
         peer: SocketAddr,
         conn_id: u64,
         shared: Arc<Shared>,
@@ -243,17 +245,12 @@ where
             conn_id,
             peer,
             shared,
-            client_id,
-            username: connect.username.map(|u| u.to_string()),
+            username: connect.username.map(|u| u.as_str().into()),
             session,
-            mailbox: mailbox.clone(),
+            mailbox,
             will: connect.last_will.map(Box::new),
-            batch: Vec::new(),
             tally: Tally::default(),
-            waker: mailbox.waker().clone(),
-            timer: None,
             pause: None,
-            ops: Vec::new(),
         });
         let connack = Packet::ConnAck(ConnAck {
             session_present,
@@ -265,46 +262,48 @@ where
 
     // Boxed: an async fn keeps its arguments apart from its locals, so an
     // unboxed `self` would take twice its size in the task.
-    async fn run(mut self: Box<Self>, shutdown: &CancellationToken, kick: &CancellationToken) {
+    async fn run(mut self: Box<Self>, shutdown: &CancellationToken, signal: &ConnSignal) {
         // Packets sent right behind CONNECT are already buffered.
         let close = match self.on_bytes() {
-            Ok(()) => self.drive(shutdown, kick).await,
+            Ok(()) => self.drive(shutdown, signal).await,
             Err(close) => close,
         };
         (*self).finish(close);
     }
 
-    async fn drive(&mut self, shutdown: &CancellationToken, kick: &CancellationToken) -> Close {
+    async fn drive(&mut self, shutdown: &CancellationToken, signal: &ConnSignal) -> Close {
         let mailbox = self.mailbox.clone();
+        let mut published = None;
         loop {
+            // Shutdown cancels the token, then kicks every connection; a
+            // takeover only kicks. A kick sets the flag, then wakes the
+            // mailbox's `Notify`. (A connection that claimed its session
+            // after the kicks sees the token here.)
+            if shutdown.is_cancelled() {
+                return Close::Shutdown;
+            }
+            if signal.is_kicked() {
+                return Close::TakenOver;
+            }
             if let Some(journal) = &self.shared.journal {
                 self.session.handle_durable(journal.durable());
             }
             self.pump();
-            let held = self.session.waiting_for().is_some();
-            if self.timer.is_none() {
-                if let Some(deadline) = self.session.next_deadline() {
-                    let deadline = tokio::time::Instant::from_std(deadline);
-                    self.timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
-                }
+            // Packets read move the deadline: the sweeper sees the new one.
+            let deadline = self.session.next_deadline();
+            if deadline != published {
+                signal.deadline.set(deadline);
+                published = deadline;
             }
             let can_read =
                 self.session.transmit_len() < MAX_QUEUED_TRANSMITS && self.pause.is_none();
-            let want_mail = self.io.outbuf.len() < OUT_HIGH_WATER
-                && self.session.would_send_now(QoS::AtMostOnce);
-            let (io, timer, pause) = (&mut self.io, &mut self.timer, &mut self.pause);
-            // `kick` is a child of `shutdown`: one wait covers both.
+            let (io, pause) = (&mut self.io, &mut self.pause);
             let wake = tokio::select! {
-                _ = kick.cancelled() => match shutdown.is_cancelled() {
-                    true => Wake::Close(Close::Shutdown),
-                    false => Wake::Close(Close::TakenOver),
-                },
-                r = read_some(&mut io.rd, &mut io.inbuf), if can_read => Wake::Read(r),
-                w = write_or_flush(&mut io.wr, &mut io.outbuf), if !io.outbuf.is_empty() || io.needs_flush => w,
-                // Mail into an empty mailbox, or the journal made held
-                // packets durable: the same `Notify`.
-                _ = mailbox.notified(), if want_mail || held => Wake::Mail,
-                _ = tick(timer) => Wake::Timer,
+                w = io_ready(io, can_read) => w,
+                // Mail into an empty mailbox, the journal made held packets
+                // durable, a takeover or shutdown: the same `Notify`, always
+                // waited on (a wake with nothing to do costs one turn).
+                _ = mailbox.notified() => Wake::Mail,
                 _ = resumed(pause) => Wake::Resumed,
             };
             let result = self.on_wake(wake);
@@ -319,17 +318,16 @@ where
 
     fn on_wake(&mut self, wake: Wake) -> Result<(), Close> {
         match wake {
-            Wake::Close(close) => return Err(close),
             Wake::Read(Ok(0)) => return Err(Close::PeerClosed),
             Wake::Read(Ok(n)) => {
-                self.tally.bytes_received += n as u64;
+                self.tally.on_bytes_in(n);
                 self.on_bytes()?;
             }
             Wake::Wrote(Ok(0)) => {
                 return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into())
             }
             Wake::Wrote(Ok(n)) => {
-                self.tally.bytes_sent += n as u64;
+                self.tally.on_bytes_out(n);
                 self.io.needs_flush = true;
                 if self.io.outbuf.is_empty()
                     && self.mailbox.is_empty()
@@ -344,18 +342,13 @@ where
             Wake::Read(Err(e)) | Wake::Wrote(Err(e)) | Wake::Flushed(Err(e)) => {
                 return Err(e.into())
             }
-            Wake::Mail => {}
+            // Mail, or the keep-alive sweeper: the session judges the
+            // deadline (packets may have come since the sweep looked).
+            Wake::Mail => self.session.handle_timeout(now())?,
             Wake::Resumed => {
                 self.pause = None;
                 // What was read before the pause, then the socket again.
                 self.on_bytes()?;
-            }
-            Wake::Timer => {
-                self.session.handle_timeout(now())?;
-                // Not expired: packets came since it was set.
-                if let (Some(timer), Some(d)) = (&mut self.timer, self.session.next_deadline()) {
-                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
-                }
             }
         }
         Ok(())
@@ -372,7 +365,7 @@ where
             let Some(packet) = decode(&mut self.io.inbuf, max)? else {
                 break;
             };
-            self.tally.messages_received += 1;
+            self.tally.on_packet_in();
             match self.session.handle_incoming(packet, now)? {
                 None => {}
                 Some(Event::Publish(p)) => self.on_publish(p),
@@ -396,14 +389,17 @@ where
         let Some(journal) = &self.shared.journal else {
             return;
         };
-        self.session.take_ops(&mut self.ops);
-        let ticket = journal.submit(&mut self.ops, Some(&self.waker));
+        let mut ops = scratch::take_ops();
+        self.session.take_ops(&mut ops);
+        // The mailbox's `Notify`: the loop's one wait covers this too.
+        let ticket = journal.submit(&mut ops, Some(self.mailbox.waker()));
+        scratch::put_ops(ops);
         self.session.bind(ticket);
     }
 
     fn info(&self) -> ClientInfo<'_> {
         ClientInfo {
-            client_id: &self.client_id,
+            client_id: self.session.client_id(),
             username: self.username.as_deref(),
             peer: self.peer,
         }
@@ -415,26 +411,28 @@ where
         // Clients cannot write into the broker's own topics.
         if is_sys(&p.topic) {
             metrics.dropped(DropReason::SysTopic, 1);
-            debug!(client_id = %self.client_id, topic = %p.topic, "publish to $SYS dropped");
+            debug!(client_id = %self.session.client_id(), topic = %p.topic, "publish to $SYS dropped");
             return;
         }
         if !self.shared.auth.may_publish(&self.info(), &p.topic) {
             metrics.dropped(DropReason::NotAuthorized, 1);
-            debug!(client_id = %self.client_id, topic = %p.topic, "publish not authorised: dropped");
+            debug!(client_id = %self.session.client_id(), topic = %p.topic, "publish not authorised: dropped");
             return;
         }
         // The session's changes so far (an inbound QoS 2 id) go into the
         // publish's own journal transaction: both or neither survive.
-        self.session.take_ops(&mut self.ops);
-        let waker = Some(&self.waker);
+        let mut ops = scratch::take_ops();
+        self.session.take_ops(&mut ops);
+        let waker = Some(self.mailbox.waker());
         let routed = self.shared.router.publish_with(
             &p.topic,
             &p.payload,
             p.qos(),
             p.retain,
-            &mut self.ops,
+            &mut ops,
             waker,
         );
+        scratch::put_ops(ops);
         self.session.bind(routed.ticket);
         if let Some(mailbox) = routed.congested {
             if self.pause.is_none() {
@@ -479,7 +477,7 @@ where
         if dropped > 0 {
             self.shared.metrics.dropped(DropReason::QueueFull, dropped);
             warn!(
-                client_id = %self.client_id, dropped,
+                client_id = %self.session.client_id(), dropped,
                 "client queue full: retained messages for its new subscription dropped"
             );
         }
@@ -499,7 +497,7 @@ where
         if self.io.outbuf.len() < OUT_HIGH_WATER && self.session.would_send_now(QoS::AtMostOnce) {
             let mut room = self.session.window_room();
             let mut budget = OUT_HIGH_WATER - self.io.outbuf.len();
-            let mut batch = std::mem::take(&mut self.batch);
+            let mut batch = scratch::take_batch();
             let drained = self.mailbox.take_batch(&mut batch, |d| {
                 if budget == 0 || (d.qos != QoS::AtMostOnce && room == 0) {
                     return false;
@@ -521,9 +519,7 @@ where
                     self.session.discard(&d);
                 }
             }
-            if batch.capacity() <= KEEP_BATCH || !self.mailbox.is_empty() {
-                self.batch = batch;
-            }
+            scratch::put_batch(batch);
         }
         if self.session.has_ops() {
             self.journal_ops();
@@ -540,7 +536,7 @@ where
         match t {
             Transmit::Packet(p) => {
                 if let Err(e) = encode(&p, &mut self.io.outbuf) {
-                    warn!(client_id = %self.client_id, error = %e, "cannot encode {:?}", p.packet_type());
+                    warn!(client_id = %self.session.client_id(), error = %e, "cannot encode {:?}", p.packet_type());
                     return;
                 }
             }
@@ -557,7 +553,7 @@ where
                     .on_publish_out(delivery.qos, delivery.msg.payload_len());
             }
         }
-        self.tally.messages_sent += 1;
+        self.tally.on_packet_out();
     }
 
     /// Publishes the will if the end calls for it, releases the session and
@@ -574,7 +570,7 @@ where
                 self.publish_will(will);
             }
         }
-        log_close(self.peer, Some(&self.client_id), &close);
+        log_close(self.peer, Some(self.session.client_id()), &close);
         let Connection {
             shared,
             session,
@@ -587,10 +583,10 @@ where
 
     fn publish_will(&self, will: &LastWill) {
         if is_sys(&will.topic) || !self.shared.auth.may_publish(&self.info(), &will.topic) {
-            debug!(client_id = %self.client_id, topic = %will.topic, "will not published: not allowed");
+            debug!(client_id = %self.session.client_id(), topic = %will.topic, "will not published: not allowed");
             return;
         }
-        debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
+        debug!(client_id = %self.session.client_id(), topic = %will.topic, "publishing will");
         let router = &self.shared.router;
         router.publish(&will.topic, &will.payload, will.qos, will.retain);
     }
@@ -601,14 +597,33 @@ fn is_sys(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
-/// Writes what it can of `out`, or flushes once it is all written. Either
-/// is a single cancel-safe call.
-async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut BytesMut) -> Wake {
-    if out.is_empty() {
-        Wake::Flushed(wr.flush().await)
-    } else {
-        Wake::Wrote(wr.write_buf(out).await)
-    }
+/// Waits until the socket can take a step: read (when `can_read`), write
+/// what it can of the output buffer, or flush once that is all written.
+/// Each direction is one cancel-safe poll of the one stream, read first; a
+/// direction with nothing to do is not polled.
+async fn io_ready<S: AsyncRead + AsyncWrite + Unpin>(io: &mut Io<S>, can_read: bool) -> Wake {
+    std::future::poll_fn(|cx| {
+        if can_read {
+            if let Poll::Ready(r) = poll_read_some(&mut io.stream, &mut io.inbuf, cx) {
+                return Poll::Ready(Wake::Read(r));
+            }
+        }
+        let mut stream = Pin::new(&mut io.stream);
+        if !io.outbuf.is_empty() {
+            if let Poll::Ready(r) = stream.poll_write(cx, &io.outbuf) {
+                if let Ok(n) = r {
+                    io.outbuf.advance(n);
+                }
+                return Poll::Ready(Wake::Wrote(r));
+            }
+        } else if io.needs_flush {
+            if let Poll::Ready(r) = stream.as_mut().poll_flush(cx) {
+                return Poll::Ready(Wake::Flushed(r));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Reads what the socket has (at most [`READ_CHUNK`] bytes) and appends it
@@ -620,14 +635,20 @@ pub(crate) async fn read_some<R: AsyncRead + Unpin>(
     rd: &mut R,
     inbuf: &mut BytesMut,
 ) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut buf = ReadBuf::uninit(&mut chunk);
-        std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut buf))?;
-        inbuf.extend_from_slice(buf.filled());
-        std::task::Poll::Ready(Ok(buf.filled().len()))
-    })
-    .await
+    std::future::poll_fn(|cx| poll_read_some(rd, inbuf, cx)).await
+}
+
+/// One poll of [`read_some`].
+fn poll_read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    inbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut buf = ReadBuf::uninit(&mut chunk);
+    std::task::ready!(Pin::new(rd).poll_read(cx, &mut buf))?;
+    inbuf.extend_from_slice(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
 }
 
 /// A publisher's wait for a congested subscriber
@@ -638,15 +659,6 @@ type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
 async fn resumed(pause: &mut Option<Pause>) {
     std::future::poll_fn(|cx| match pause {
         Some(p) => p.as_mut().poll(cx),
-        None => std::task::Poll::Pending,
-    })
-    .await
-}
-
-/// Waits for the keep-alive timer, forever when there is none.
-async fn tick(timer: &mut Option<Pin<Box<Sleep>>>) {
-    std::future::poll_fn(|cx| match timer {
-        Some(t) => t.as_mut().poll(cx),
         None => std::task::Poll::Pending,
     })
     .await

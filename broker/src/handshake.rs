@@ -45,14 +45,7 @@ pub(crate) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
-    let mut io = Io {
-        rd,
-        wr,
-        inbuf: BytesMut::new(),
-        outbuf: BytesMut::new(),
-        needs_flush: false,
-    };
+    let mut io = Io::new(stream);
     let timeout_s = shared.config.limits.connect_timeout_s;
     let first = tokio::select! {
         _ = shutdown.cancelled() => return None,
@@ -91,23 +84,18 @@ where
         warn!(%peer, client_id = %client_id, reason = code.reason(), "connection refused");
         return None;
     }
-    let live = LiveConn {
-        conn_id,
-        // A child of `shutdown`, so the loop waits on one token for both.
-        kick: shutdown.child_token(),
-        exited: CancellationToken::new(),
-    };
+    let live = LiveConn::new(conn_id);
     // Whatever happens from here, waiters learn that this connection ended.
-    let exited = live.exited.clone().drop_guard();
+    let exited = live.signal.exit_guard();
     let claim = claim_session(&shared, &client_id, &connect, &live, &shutdown).await?;
     let conn = Connection::start(io, peer, conn_id, shared, client_id, connect, claim);
     Some((conn, live, exited))
 }
 
 /// Reads until a whole first packet is there; it must be CONNECT.
-pub(crate) async fn read_connect<R, W>(io: &mut Io<R, W>, shared: &Shared) -> Result<Connect, Close>
+pub(crate) async fn read_connect<S>(io: &mut Io<S>, shared: &Shared) -> Result<Connect, Close>
 where
-    R: AsyncRead + Unpin,
+    S: AsyncRead + Unpin,
 {
     let max = shared.config.limits.max_packet_size;
     loop {
@@ -116,7 +104,7 @@ where
             Some(other) => return Err(Close::NotConnect(other.packet_type())),
             None => {}
         }
-        match read_some(&mut io.rd, &mut io.inbuf).await? {
+        match read_some(&mut io.stream, &mut io.inbuf).await? {
             0 => return Err(Close::PeerClosed),
             n => Metrics::add(&shared.metrics.bytes_received, n as u64),
         }
@@ -226,9 +214,9 @@ async fn authenticate(
 
 /// Answers CONNECT with a refusal and gives the client a moment to read it;
 /// the caller then closes the connection [MQTT-3.2.2-5].
-pub(crate) async fn refuse<R, W>(io: &mut Io<R, W>, code: ConnectReturnCode, shared: &Shared)
+pub(crate) async fn refuse<S>(io: &mut Io<S>, code: ConnectReturnCode, shared: &Shared)
 where
-    W: AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
     let connack = Packet::ConnAck(ConnAck {
         session_present: false,
@@ -237,8 +225,8 @@ where
     let mut buf = BytesMut::with_capacity(4);
     if encode(&connack, &mut buf).is_ok() {
         let write = async {
-            io.wr.write_all(&buf).await?;
-            io.wr.shutdown().await
+            io.stream.write_all(&buf).await?;
+            io.stream.shutdown().await
         };
         let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
         Metrics::add(&shared.metrics.messages_sent, 1);
@@ -256,14 +244,7 @@ pub(crate) async fn refuse_excess<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (rd, wr) = tokio::io::split(stream);
-    let mut io = Io {
-        rd,
-        wr,
-        inbuf: BytesMut::new(),
-        outbuf: BytesMut::new(),
-        needs_flush: false,
-    };
+    let mut io = Io::new(stream);
     let limit = shared.config.limits.max_connections;
     warn!(%peer, limit, reason = "max_connections reached", "connection refused");
     let wait = Duration::from_secs(
@@ -311,11 +292,11 @@ pub(crate) async fn claim_session(
                 }
                 return Some((mailbox, resumed));
             }
-            Claim::Busy(old_exited) => {
+            Claim::Busy(old) => {
                 debug!(client_id = %client_id, "taking over the session from its connection");
                 tokio::select! {
                     _ = shutdown.cancelled() => return None,
-                    _ = old_exited.cancelled() => {}
+                    _ = old.exited() => {}
                 }
             }
         }

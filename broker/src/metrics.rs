@@ -173,48 +173,79 @@ impl Drop for ListenerUp {
 /// One connection's counts since its last flush: the hot paths add here, and
 /// the connection adds the lot to the shared [`Metrics`] once per loop turn,
 /// so per-packet work touches no shared cache line.
+///
+/// 32-bit: one turn moves at most a read's and a write's worth of bytes (or
+/// one packet of at most 256 MiB), and every idle connection carries a
+/// tally, so it is kept small. Additions saturate rather than wrap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Packets received.
-    pub messages_received: u64,
+    pub messages_received: u32,
     /// Packets sent.
-    pub messages_sent: u64,
+    pub messages_sent: u32,
     /// Bytes received.
-    pub bytes_received: u64,
+    pub bytes_received: u32,
     /// Bytes sent.
-    pub bytes_sent: u64,
-    publish_received: [u64; 3],
-    publish_sent: [u64; 3],
-    publish_bytes_received: [u64; 3],
-    publish_bytes_sent: [u64; 3],
+    pub bytes_sent: u32,
+    publish_received: [u32; 3],
+    publish_sent: [u32; 3],
+    publish_bytes_received: [u32; 3],
+    publish_bytes_sent: [u32; 3],
     /// The session's in-flight and waiting messages as last observed, and
     /// as last added to the shared gauges.
-    inflight: u64,
-    waiting: u64,
-    reported_inflight: u64,
-    reported_waiting: u64,
+    inflight: u32,
+    waiting: u32,
+    reported_inflight: u32,
+    reported_waiting: u32,
+}
+
+/// `n` as a 32-bit count, saturated.
+pub fn count32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Tally {
     /// A PUBLISH with `payload_len` payload bytes came in.
     pub fn on_publish_in(&mut self, qos: QoS, payload_len: usize) {
         let q = qos_index(qos);
-        self.publish_received[q] += 1;
-        self.publish_bytes_received[q] += payload_len as u64;
+        self.publish_received[q] = self.publish_received[q].saturating_add(1);
+        self.publish_bytes_received[q] =
+            self.publish_bytes_received[q].saturating_add(count32(payload_len));
     }
 
     /// A PUBLISH with `payload_len` payload bytes went out.
     pub fn on_publish_out(&mut self, qos: QoS, payload_len: usize) {
         let q = qos_index(qos);
-        self.publish_sent[q] += 1;
-        self.publish_bytes_sent[q] += payload_len as u64;
+        self.publish_sent[q] = self.publish_sent[q].saturating_add(1);
+        self.publish_bytes_sent[q] =
+            self.publish_bytes_sent[q].saturating_add(count32(payload_len));
+    }
+
+    /// `n` bytes came in.
+    pub fn on_bytes_in(&mut self, n: usize) {
+        self.bytes_received = self.bytes_received.saturating_add(count32(n));
+    }
+
+    /// `n` bytes went out.
+    pub fn on_bytes_out(&mut self, n: usize) {
+        self.bytes_sent = self.bytes_sent.saturating_add(count32(n));
+    }
+
+    /// A packet came in.
+    pub fn on_packet_in(&mut self) {
+        self.messages_received = self.messages_received.saturating_add(1);
+    }
+
+    /// A packet went out.
+    pub fn on_packet_out(&mut self) {
+        self.messages_sent = self.messages_sent.saturating_add(1);
     }
 
     /// The session now has `inflight` unacknowledged messages and `waiting`
     /// ones behind its window; (0, 0) when the connection ends.
     pub fn observe_session(&mut self, inflight: usize, waiting: usize) {
-        self.inflight = inflight as u64;
-        self.waiting = waiting as u64;
+        self.inflight = count32(inflight);
+        self.waiting = count32(waiting);
     }
 
     /// Adds the counts to `m`, moves the gauges by what changed, and starts
@@ -237,11 +268,19 @@ impl Tally {
             .flat_map(|(counters, counts)| counters.iter().zip(counts));
         for (counter, n) in pairs.into_iter().chain(by_qos) {
             if n > 0 {
-                Metrics::add(counter, n);
+                Metrics::add(counter, u64::from(n));
             }
         }
-        adjust(&m.inflight, self.reported_inflight, self.inflight);
-        adjust(&m.waiting, self.reported_waiting, self.waiting);
+        adjust(
+            &m.inflight,
+            self.reported_inflight.into(),
+            self.inflight.into(),
+        );
+        adjust(
+            &m.waiting,
+            self.reported_waiting.into(),
+            self.waiting.into(),
+        );
         *self = Tally {
             inflight: self.inflight,
             waiting: self.waiting,

@@ -18,13 +18,14 @@
 //! held across an `.await`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use midge_protocol::{PacketId, QoS};
 
+use crate::keepalive::Deadline;
 use crate::mailbox::{Delivery, Mailbox};
 use crate::persist::{EntryState, Journal, Op, RestoredSession};
 use crate::router::Router;
@@ -36,10 +37,88 @@ use crate::store::SessionStore;
 pub struct LiveConn {
     /// Unique per connection.
     pub conn_id: u64,
-    /// Cancelled to make the connection close (takeover).
-    pub kick: CancellationToken,
-    /// Cancelled by the connection once it has released its session.
-    pub exited: CancellationToken,
+    /// Takeover's two signals: to the connection, and back.
+    pub signal: Arc<ConnSignal>,
+}
+
+impl LiveConn {
+    /// A connection's handle, not yet kicked nor ended.
+    pub fn new(conn_id: u64) -> LiveConn {
+        LiveConn {
+            conn_id,
+            signal: Arc::default(),
+        }
+    }
+}
+
+/// A connection's takeover signals: *kicked* (a newer connection wants its
+/// session: close) and *exited* (it has let the session go).
+///
+/// Two flags and a `Notify`, not two cancellation tokens: every idle
+/// connection holds one, and tokens cost a few hundred bytes between them.
+/// The kicked connection is woken through its mailbox's `Notify`, which its
+/// loop always waits on.
+#[derive(Debug, Default)]
+pub struct ConnSignal {
+    kicked: AtomicBool,
+    exited: AtomicBool,
+    on_exit: Notify,
+    /// The session's keep-alive deadline, for the sweeper.
+    pub deadline: Deadline,
+}
+
+impl ConnSignal {
+    /// Tells the connection to close; the caller wakes it (its mailbox).
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection was told to close.
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection ended and wakes whoever waits for that.
+    pub fn exit(&self) {
+        self.exited.store(true, Ordering::Release);
+        self.on_exit.notify_waiters();
+    }
+
+    /// Whether the connection has ended.
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection has ended.
+    pub async fn exited(&self) {
+        loop {
+            let notified = self.on_exit.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read: an `exit` in between
+            // still wakes this wait.
+            notified.as_mut().enable();
+            if self.has_exited() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A guard that calls [`ConnSignal::exit`] when dropped, however the
+    /// connection ends.
+    pub fn exit_guard(self: &Arc<Self>) -> ExitGuard {
+        ExitGuard(self.clone())
+    }
+}
+
+/// Marks a connection ended when dropped ([`ConnSignal::exit_guard`]).
+#[derive(Debug)]
+pub struct ExitGuard(Arc<ConnSignal>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.0.exit();
+    }
 }
 
 #[derive(Debug)]
@@ -63,8 +142,8 @@ pub enum Claim {
         ticket: u64,
     },
     /// Another connection holds the session and has been told to close:
-    /// wait for this token, then claim again.
-    Busy(CancellationToken),
+    /// wait for it to exit ([`ConnSignal::exited`]), then claim again.
+    Busy(Arc<ConnSignal>),
 }
 
 /// All sessions, live and parked.
@@ -137,6 +216,29 @@ impl Registry {
         Mailbox::new(id, client_id.clone(), self.queue_limit)
     }
 
+    /// Wakes every connection whose keep-alive deadline is at or before
+    /// `now_ms` ([`crate::keepalive`]); each then checks its session.
+    pub fn wake_expired(&self, now_ms: u64) {
+        for entry in self.lock().values() {
+            if let Some(live) = &entry.conn {
+                if live.signal.deadline.passed(now_ms) {
+                    entry.mailbox.waker().notify_one();
+                }
+            }
+        }
+    }
+
+    /// Tells every connection that holds a session to close (the broker is
+    /// shutting down).
+    pub fn kick_all(&self) {
+        for entry in self.lock().values() {
+            if let Some(live) = &entry.conn {
+                live.signal.kick();
+                entry.mailbox.waker().notify_one();
+            }
+        }
+    }
+
     /// Claims the session `client_id` for connection `conn`. With `clean`
     /// any existing session is discarded and a new one started
     /// [MQTT-3.1.2-6]; without it a parked session is resumed
@@ -146,9 +248,11 @@ impl Registry {
         let mut ticket = 0;
         if let Some(entry) = clients.get_mut(client_id) {
             if let Some(live) = &entry.conn {
-                if !live.exited.is_cancelled() {
-                    live.kick.cancel();
-                    return Claim::Busy(live.exited.clone());
+                if !live.signal.has_exited() {
+                    live.signal.kick();
+                    // Its loop always waits on the mailbox's `Notify`.
+                    entry.mailbox.waker().notify_one();
+                    return Claim::Busy(live.signal.clone());
                 }
                 // The holder ended without releasing (it panicked): its
                 // session state is gone. Refuse its mailbox further
@@ -354,11 +458,7 @@ mod tests {
     }
 
     fn conn(id: u64) -> LiveConn {
-        LiveConn {
-            conn_id: id,
-            kick: CancellationToken::new(),
-            exited: CancellationToken::new(),
-        }
+        LiveConn::new(id)
     }
 
     fn granted(claim: Claim) -> (Arc<Mailbox>, Option<SessionState>) {
@@ -436,11 +536,11 @@ mod tests {
         let Claim::Busy(wait) = reg.claim(&id, false, &conn(2)) else {
             panic!("not busy");
         };
-        assert!(first.kick.is_cancelled());
-        assert!(!wait.is_cancelled());
+        assert!(first.signal.is_kicked());
+        assert!(!wait.has_exited());
         reg.release(1, &mb, s);
-        first.exited.cancel();
-        assert!(wait.is_cancelled());
+        drop(first.signal.exit_guard());
+        assert!(wait.has_exited());
         let (_, resumed) = granted(reg.claim(&id, false, &conn(2)));
         assert!(resumed.is_some());
     }

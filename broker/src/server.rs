@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::auth::state::FileAuthorizer;
@@ -23,6 +23,7 @@ use crate::connection;
 use crate::error::{BrokerError, ReloadError};
 use crate::handshake;
 use crate::http::MetricsListener;
+use crate::keepalive;
 use crate::metrics::{ListenerUp, Metrics, Stats};
 use crate::persist::{Journal, PersistError, Restored};
 use crate::shared::Shared;
@@ -132,6 +133,15 @@ impl Broker {
             shutdown.spawn(accept.run());
         }
         shutdown.spawn(sys::run(shared.clone(), shutdown.token().clone()));
+        shutdown.spawn(keepalive::run(shared.clone(), shutdown.token().clone()));
+        // Connections do not each wait on the shutdown token (every idle
+        // one would carry the wait): they are kicked, like a takeover, and
+        // see the token cancelled when they wake.
+        let (token, registered) = (shutdown.token().clone(), shared.clone());
+        shutdown.spawn(async move {
+            token.cancelled().await;
+            registered.registry.kick_all();
+        });
         let metrics_addr = metrics.map(|m| m.start(shared.clone(), &shutdown));
         let binds = shared.config.listeners.iter().map(|l| l.bind);
         let tls = binds
@@ -297,6 +307,7 @@ async fn serve_tls(
     tls: &TlsListener,
     shared: Arc<Shared>,
     shutdown: tokio_util::sync::CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) {
     let timeout = Duration::from_secs(shared.config.limits.connect_timeout_s);
     let handshake = tokio::select! {
@@ -306,7 +317,7 @@ async fn serve_tls(
     match handshake {
         Ok((stream, identity)) => {
             let cert = tls.identity_as_username().then_some(identity);
-            connection::serve(stream, peer, cert, shared, shutdown).await;
+            connection::serve(stream, peer, cert, shared, shutdown, permit).await;
         }
         Err(e) => info!(%peer, error = %e, "connection closed"),
     }
@@ -355,16 +366,18 @@ impl Acceptor {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let token = self.shutdown.token().clone();
-                let tls = self.tls.clone();
-                self.shutdown.spawn(async move {
-                    match tls {
-                        None => connection::serve(stream, peer, None, shared, token).await,
-                        // Boxed: a TLS session is large, and plain connections
-                        // should not reserve room for one.
-                        Some(tls) => Box::pin(serve_tls(stream, peer, &tls, shared, token)).await,
-                    }
-                    drop(permit);
-                });
+                match self.tls.clone() {
+                    // The serve future itself is the task (which every idle
+                    // connection holds): no wrapper keeping its arguments
+                    // or a second copy of it.
+                    None => self
+                        .shutdown
+                        .spawn(connection::serve(stream, peer, None, shared, token, permit)),
+                    Some(tls) => self.shutdown.spawn(async move {
+                        // Boxed: a TLS session is large.
+                        Box::pin(serve_tls(stream, peer, &tls, shared, token, permit)).await;
+                    }),
+                }
             }
             Err(_) => {
                 Metrics::add(&shared.metrics.connections_refused, 1);

@@ -34,7 +34,7 @@
 //! Packets leave in order, so everything queued behind a held packet waits
 //! too; MQTT's acknowledgement order is kept [MQTT-4.6.0-2].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,16 +84,20 @@ pub struct Outgoing {
 
 /// The part of a session that outlives its connection when CleanSession is
 /// 0: what a session store keeps.
+///
+/// B-tree collections, not hash ones: every idle connection carries a
+/// session, and an empty B-tree is half the size of an empty hash table
+/// (sessions hold a few filters and ids, where lookups cost the same).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionState {
     /// Topic filter to granted QoS.
-    pub subscriptions: HashMap<String, QoS>,
+    pub subscriptions: BTreeMap<String, QoS>,
     /// Unacknowledged outgoing messages, oldest first.
     pub inflight: VecDeque<Outgoing>,
     /// Messages waiting for room in the in-flight window, in order.
     pub pending: VecDeque<Delivery>,
     /// Inbound QoS 2 packet ids received and not yet released.
-    pub incoming_qos2: HashSet<PacketId>,
+    pub incoming_qos2: BTreeSet<PacketId>,
     /// The last packet id handed out.
     pub last_pkid: u16,
 }
