@@ -20,6 +20,10 @@ use midge_broker::passwd_cmd::{self, PasswdArgs};
 use midge_broker::{Broker, BrokerError, Config, LoadOptions, LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, not the system allocator: see broker/Cargo.toml.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Midge: a small, fast MQTT 3.1.1 broker.
 #[derive(Debug, Parser)]
 #[command(name = "midge", version, about)]
