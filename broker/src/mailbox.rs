@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use midge_protocol::QoS;
@@ -103,6 +103,9 @@ pub struct Mailbox {
     inner: Mutex<Inner>,
     /// The queue's length as of the last unlock, for lock-free counting.
     len: AtomicUsize,
+    /// Batches taken by the connection (wrapping): a waiting publisher
+    /// tells a slow subscriber from a stuck one by it.
+    taken: AtomicU32,
     /// Wakes the connection task; shared with the journal, which wakes it
     /// through the same `Notify` when its writes are durable, so the task
     /// waits on one notification for both.
@@ -164,6 +167,7 @@ impl Mailbox {
                 next_seq: seq.unwrap_or(0),
             }),
             len: AtomicUsize::new(0),
+            taken: AtomicU32::new(0),
             notify: Arc::new(Notify::new()),
         })
     }
@@ -266,6 +270,7 @@ impl Mailbox {
         mut accept: impl FnMut(&Delivery) -> bool,
     ) -> bool {
         let mut inner = self.lock();
+        let before = out.len();
         while let Some(front) = inner.queue.front() {
             if !accept(front) {
                 break;
@@ -273,6 +278,9 @@ impl Mailbox {
             if let Some(d) = inner.queue.pop_front() {
                 out.push(d);
             }
+        }
+        if out.len() > before {
+            self.taken.fetch_add(1, Ordering::Relaxed);
         }
         if inner.queue.len() <= self.low_water() {
             return self.pressure.swap(CLEAR, Ordering::Relaxed) == CONGESTED;
@@ -294,6 +302,12 @@ impl Mailbox {
     /// its high-water mark and its subscriber is not known to be stuck.
     pub fn is_congested(&self) -> bool {
         self.pressure.load(Ordering::Relaxed) == CONGESTED
+    }
+
+    /// How many batches its connection has taken (wrapping): unchanged
+    /// over a wait, the subscriber is stuck.
+    pub fn batches_taken(&self) -> u32 {
+        self.taken.load(Ordering::Relaxed)
     }
 
     /// A publisher waited for it to drain as long as it may: until it

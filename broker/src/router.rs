@@ -79,12 +79,18 @@ impl Router {
         &self.drained
     }
 
-    /// Waits until `mailbox` is no longer congested, at most [`MAX_PAUSE`];
-    /// a subscriber that drains nothing in that time is marked stuck, so it
+    /// Waits until `mailbox` is no longer congested. A subscriber that
+    /// takes nothing from it for [`MAX_PAUSE`] is marked stuck, so it
     /// stalls no publisher again until it drains (its messages drop
     /// instead).
+    ///
+    /// A subscriber that keeps taking batches is slow, not stuck, and its
+    /// publishers keep waiting (TCP then slows them down), however often a
+    /// woken publisher finds the mailbox congested again because others
+    /// ran first and filled it.
     pub async fn wait_drained(self: Arc<Self>, mailbox: Arc<Mailbox>) {
-        let deadline = tokio::time::Instant::now() + MAX_PAUSE;
+        let mut taken = mailbox.batches_taken();
+        let mut deadline = tokio::time::Instant::now() + MAX_PAUSE;
         loop {
             // Registered before the check, so a drain in between is not
             // missed.
@@ -94,7 +100,13 @@ impl Router {
             if !mailbox.is_congested() {
                 return;
             }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            let now_taken = mailbox.batches_taken();
+            if now_taken != taken {
+                taken = now_taken;
+                deadline = tokio::time::Instant::now() + MAX_PAUSE;
+            }
+            let timed_out = tokio::time::timeout_at(deadline, drained).await.is_err();
+            if timed_out && mailbox.batches_taken() == taken {
                 mailbox.set_stuck();
                 return;
             }
