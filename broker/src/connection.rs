@@ -124,29 +124,35 @@ impl<S> Io<S> {
     }
 }
 
-/// Serves one accepted connection to its end. `cert` is the TLS client
-/// identity on listeners with `identity_as_username`, else `None`; `permit`
-/// (a place under `max_connections`) is held to the end.
+/// Serves one accepted connection to its end: `open` yields the stream
+/// (registered with this task's runtime, past any TLS handshake) and the
+/// TLS client identity on listeners with `identity_as_username`, or `None`
+/// when the connection ended there; `permit` (a place under
+/// `max_connections`) is held to the end.
 ///
-/// The handshake and the loop each run in a box of their own, and the
-/// handshake's box is freed before the loop's is made: a task's future is as
+/// Opening and the handshake run in one box and the loop in another, and
+/// the first box is freed before the second is made: a task's future is as
 /// large as its largest state, so an idle connection holds only what the
-/// loop needs, not what CONNECT (login, a blocking password check, the
+/// loop needs, not what TLS, CONNECT (login, a blocking password check, the
 /// takeover wait) once did.
-pub fn serve<S>(
-    stream: S,
+pub fn serve<S, O>(
+    open: O,
     peer: SocketAddr,
-    cert: Option<PeerIdentity>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    O: Future<Output = Option<(S, Option<PeerIdentity>)>> + Send + 'static,
 {
     // Boxed before the task's own future is made, which then holds only
-    // the box and the token (not the arguments a second time).
-    let handshake = Box::pin(accept(stream, peer, cert, shared, shutdown.clone()));
+    // the box, the token and the permit (not the arguments a second time).
+    let token = shutdown.clone();
+    let handshake = Box::pin(async move {
+        let (stream, cert) = open.await?;
+        accept(stream, peer, cert, shared, token).await
+    });
     async move {
         let Some((conn, live, _exited)) = handshake.await else {
             return;

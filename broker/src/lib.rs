@@ -180,6 +180,7 @@ pub mod samples;
 mod scratch;
 pub mod server;
 pub mod session;
+pub mod shards;
 pub mod shared;
 pub mod shutdown;
 pub mod store;

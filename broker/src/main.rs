@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use midge_broker::health_cmd::{self, HealthArgs};
 use midge_broker::passwd_cmd::{self, PasswdArgs};
+use midge_broker::shards::{ShardThreads, Shards};
 use midge_broker::{Broker, BrokerError, Config, LoadOptions, LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -96,24 +97,29 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One single-threaded runtime per core the process may use (see
+    // midge_broker::shards): this thread's, and one thread each for the rest.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
+        .and_then(|rt| Ok((rt, ShardThreads::start(cores - 1)?)));
+    let (runtime, shards) = match started {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("midge: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, Shards::new(shards.handles().to_vec())));
     // Tasks that did not stop in time must not hold the process.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    shards.stop();
     code
 }
 
-async fn run(config: Config) -> ExitCode {
-    let broker = match Broker::start(config).await {
+async fn run(config: Config, shards: Shards) -> ExitCode {
+    let broker = match Broker::start_sharded(config, shards).await {
         Ok(broker) => broker,
         Err(e @ (BrokerError::Config(_) | BrokerError::Auth(_) | BrokerError::Tls { .. })) => {
             eprintln!("midge: {e}");

@@ -8,12 +8,14 @@
 //! from it, and says in one warning what recovery had to drop; shutdown
 //! flushes the journal after the connections have closed.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::auth::state::FileAuthorizer;
@@ -26,10 +28,13 @@ use crate::http::MetricsListener;
 use crate::keepalive;
 use crate::metrics::{ListenerUp, Metrics, Stats};
 use crate::persist::{Journal, PersistError, Restored};
+use crate::shards::Shards;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::sys;
-use crate::tls::TlsListener;
+use crate::tls::{PeerIdentity, TlsListener};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 /// How long [`Broker::shutdown`] waits for connection tasks to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -59,9 +64,16 @@ impl Broker {
     /// listeners' certificates, binds every listener and spawns the tasks.
     /// Returns once all listeners accept connections.
     pub async fn start(config: Config) -> Result<Broker, BrokerError> {
+        Broker::start_sharded(config, Shards::local()).await
+    }
+
+    /// Like [`Broker::start`], with client connections spread over
+    /// `shards` ([`crate::shards`]); the listeners and the broker's own
+    /// tasks run on the calling runtime, which is one of the shards.
+    pub async fn start_sharded(config: Config, shards: Shards) -> Result<Broker, BrokerError> {
         config.validate("configuration")?;
         let auth = Arc::new(FileAuthorizer::load(&config.auth)?);
-        Broker::start_inner(config, auth.clone(), Some(auth)).await
+        Broker::start_inner(config, auth.clone(), Some(auth), shards).await
     }
 
     /// Like [`Broker::start`], with an access-control hook instead of the
@@ -70,13 +82,14 @@ impl Broker {
         config: Config,
         auth: Arc<dyn Authorizer>,
     ) -> Result<Broker, BrokerError> {
-        Broker::start_inner(config, auth, None).await
+        Broker::start_inner(config, auth, None, Shards::local()).await
     }
 
     async fn start_inner(
         mut config: Config,
         auth: Arc<dyn Authorizer>,
         file_auth: Option<Arc<FileAuthorizer>>,
+        shards: Shards,
     ) -> Result<Broker, BrokerError> {
         for l in config.remove_absent_listeners() {
             info!(
@@ -128,6 +141,7 @@ impl Broker {
                 permits: permits.clone(),
                 refusals: refusals.clone(),
                 shutdown: shutdown.clone(),
+                shards: shards.clone(),
                 _up: shared.metrics.listener_up(),
             };
             shutdown.spawn(accept.run());
@@ -299,27 +313,47 @@ fn restore(shared: &Shared, restored: Restored) {
         .restore(restored.sessions, restored.next_sid);
 }
 
+/// An accepted socket on its way to the runtime that will serve it.
+enum Socket {
+    /// Served where it was accepted: registered already.
+    Here(TcpStream),
+    /// Served on another shard: registered there, by its own task.
+    Moved(std::net::TcpStream),
+}
+
+impl Socket {
+    /// The socket as a tokio stream of the runtime this runs on.
+    fn open(self, peer: SocketAddr) -> Option<TcpStream> {
+        match self {
+            Socket::Here(stream) => Some(stream),
+            Socket::Moved(std) => TcpStream::from_std(std)
+                .map_err(|e| warn!(%peer, error = %e, "cannot register the connection"))
+                .ok(),
+        }
+    }
+}
+
 /// The TLS handshake, in the connection's own task and under the CONNECT
-/// timeout, then the MQTT connection.
-async fn serve_tls(
-    stream: TcpStream,
+/// timeout: the stream and, on listeners with `identity_as_username`, the
+/// client's certificate identity.
+async fn open_tls(
+    socket: Socket,
     peer: SocketAddr,
-    tls: &TlsListener,
-    shared: Arc<Shared>,
-    shutdown: tokio_util::sync::CancellationToken,
-    permit: OwnedSemaphorePermit,
-) {
-    let timeout = Duration::from_secs(shared.config.limits.connect_timeout_s);
+    tls: Arc<TlsListener>,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) -> Option<(TlsStream<TcpStream>, Option<PeerIdentity>)> {
+    let stream = socket.open(peer)?;
     let handshake = tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
         r = tls.accept(stream, timeout) => r,
     };
     match handshake {
-        Ok((stream, identity)) => {
-            let cert = tls.identity_as_username().then_some(identity);
-            connection::serve(stream, peer, cert, shared, shutdown, permit).await;
+        Ok((stream, identity)) => Some((stream, tls.identity_as_username().then_some(identity))),
+        Err(e) => {
+            info!(%peer, error = %e, "connection closed");
+            None
         }
-        Err(e) => info!(%peer, error = %e, "connection closed"),
     }
 }
 
@@ -331,6 +365,8 @@ struct Acceptor {
     permits: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     shutdown: Shutdown,
+    /// Where accepted connections run.
+    shards: Shards,
     /// Counts this listener as up while its accept loop lives.
     _up: ListenerUp,
 }
@@ -356,6 +392,17 @@ impl Acceptor {
         }
     }
 
+    /// Runs a connection's task on `shard`, or here.
+    fn spawn_on<F>(&self, shard: Option<Handle>, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match shard {
+            Some(handle) => self.shutdown.spawn_on(task, &handle),
+            None => self.shutdown.spawn(task),
+        }
+    }
+
     fn on_accept(&self, stream: TcpStream, peer: SocketAddr) {
         Metrics::add(&self.shared.metrics.connections_accepted, 1);
         // Small packets (acks, pings) must not wait for Nagle.
@@ -366,17 +413,31 @@ impl Acceptor {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let token = self.shutdown.token().clone();
+                let shard = self.shards.pick().cloned();
+                let socket = match shard {
+                    None => Socket::Here(stream),
+                    Some(_) => match stream.into_std() {
+                        Ok(std) => Socket::Moved(std),
+                        Err(e) => {
+                            warn!(%peer, error = %e, "cannot hand the connection to a shard");
+                            return;
+                        }
+                    },
+                };
+                // The serve future itself is the task (which every idle
+                // connection holds): no wrapper keeping its arguments.
                 match self.tls.clone() {
-                    // The serve future itself is the task (which every idle
-                    // connection holds): no wrapper keeping its arguments
-                    // or a second copy of it.
-                    None => self
-                        .shutdown
-                        .spawn(connection::serve(stream, peer, None, shared, token, permit)),
-                    Some(tls) => self.shutdown.spawn(async move {
-                        // Boxed: a TLS session is large.
-                        Box::pin(serve_tls(stream, peer, &tls, shared, token, permit)).await;
-                    }),
+                    None => {
+                        let open = async move { Some((socket.open(peer)?, None)) };
+                        let serve = connection::serve(open, peer, shared, token, permit);
+                        self.spawn_on(shard, serve);
+                    }
+                    Some(tls) => {
+                        let timeout = Duration::from_secs(shared.config.limits.connect_timeout_s);
+                        let open = open_tls(socket, peer, tls, timeout, token.clone());
+                        let serve = connection::serve(open, peer, shared, token, permit);
+                        self.spawn_on(shard, serve);
+                    }
                 }
             }
             Err(_) => {

@@ -33,6 +33,14 @@ impl Shutdown {
         self.tracker.spawn(task);
     }
 
+    /// Spawns a task on another runtime that shutdown waits for.
+    pub fn spawn_on<F>(&self, task: F, runtime: &tokio::runtime::Handle)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn_on(task, runtime);
+    }
+
     /// Signals every task to stop without waiting.
     pub fn trigger(&self) {
         self.token.cancel();

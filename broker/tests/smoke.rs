@@ -438,3 +438,59 @@ async fn topics_with_thirty_thousand_levels_are_routed_without_harm() {
     assert_eq!(check.recv().await, Some(Packet::PingResp));
     broker.shutdown().await;
 }
+
+/// Connections spread over three runtimes (this test's and two shard
+/// threads): routing, acknowledgements, takeover and shutdown all cross
+/// shards.
+#[tokio::test]
+async fn connections_on_different_shards_route_take_over_and_shut_down() {
+    use midge_broker::shards::{ShardThreads, Shards};
+    let threads = ShardThreads::start(2).expect("shard threads");
+    let mut config = Config {
+        listeners: vec![local_listener()],
+        ..Config::default()
+    };
+    config.sys.interval_s = 0;
+    config.persistence.enabled = false;
+    let shards = Shards::new(threads.handles().to_vec());
+    let broker = Broker::start_sharded(config, shards)
+        .await
+        .expect("broker starts");
+    let addr = broker.local_addrs()[0];
+    // Six subscribers: two on each runtime, round-robin.
+    let mut subs = Vec::new();
+    for i in 0..6 {
+        let mut s = Raw::client(addr, &format!("s{i}")).await;
+        s.subscribe("t/#", QoS::AtLeastOnce).await;
+        subs.push(s);
+    }
+    let mut publisher = Raw::client(addr, "p").await;
+    for n in 1..=20u16 {
+        publisher
+            .send(publish("t/x", b"m", QosPid::AtLeastOnce(pid(n)), false))
+            .await;
+        assert_eq!(publisher.recv().await, Some(Packet::PubAck(pid(n))));
+    }
+    for s in &mut subs {
+        for _ in 0..20 {
+            let p = s.recv_publish().await;
+            assert_eq!(&*p.topic, "t/x");
+            if let QosPid::AtLeastOnce(id) = p.qos_pid {
+                s.send(Packet::PubAck(id)).await;
+            }
+        }
+    }
+    // Connections go round-robin: s2 is on the third runtime, this one on
+    // the second. It takes the session over [MQTT-3.1.4-2].
+    let mut again = Raw::client(addr, "s2").await;
+    assert!(subs[2].closed().await, "the old connection is closed");
+    again.send(Packet::PingReq).await;
+    assert_eq!(again.recv().await, Some(Packet::PingResp));
+    broker.shutdown().await;
+    assert!(
+        again.closed().await,
+        "shutdown closes every shard's connections"
+    );
+    assert!(subs[4].closed().await);
+    threads.stop();
+}
