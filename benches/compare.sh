@@ -6,10 +6,11 @@
 #
 # Every case runs on a fresh broker pinned to core 0 (taskset -c 0) and
 # midge-bench, one thread, pinned to core 1, over loopback with 64-byte
-# payloads. Both brokers keep their defaults where it matters (20 QoS 1/2
-# messages in flight and 1,000 queued per client, both brokers' defaults)
-# and log warnings only; neither writes anything to disk (Mosquitto
-# `persistence false`, Midge `[persistence] enabled = false`).
+# payloads. Both brokers run with the same window: 100 QoS 1/2 messages in
+# flight per client (midge's default; Mosquitto's is 20, so it is given
+# `max_inflight_messages 100`) and 1,000 queued per client (both brokers'
+# default); they log warnings only and neither writes anything to disk
+# (Mosquitto `persistence false`, Midge `[persistence] enabled = false`).
 # Mosquitto runs first, so ratios read midge/mosquitto.
 #
 # Writes, in DIR (default target/bench-compare):
@@ -82,7 +83,8 @@ start_broker() {
             conf=$out/mosquitto-$p.conf
             printf '%s\n' "listener $p 127.0.0.1" 'allow_anonymous true' \
                 'log_dest stderr' 'log_type error' 'log_type warning' \
-                'connection_messages false' 'persistence false' > "$conf"
+                'connection_messages false' 'persistence false' \
+                'max_inflight_messages 100' > "$conf"
             taskset -c 0 "$mosquitto" -c "$conf" > "$log" 2>&1 &
             ;;
         midge)
