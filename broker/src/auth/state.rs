@@ -15,6 +15,7 @@
 //! [`AuthState::login`] on a blocking thread.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -266,6 +267,9 @@ fn is_sys(topic: &str) -> bool {
 #[derive(Debug)]
 pub struct FileAuthorizer {
     state: ArcSwap<AuthState>,
+    /// Whether the state in force has an ACL: without one every delivery
+    /// is allowed, and asking costs a load of `state` per delivery.
+    has_acl: AtomicBool,
 }
 
 impl FileAuthorizer {
@@ -277,6 +281,7 @@ impl FileAuthorizer {
     /// Wraps an already loaded state.
     pub fn new(state: AuthState) -> FileAuthorizer {
         FileAuthorizer {
+            has_acl: AtomicBool::new(state.acl.is_some()),
             state: ArcSwap::from_pointee(state),
         }
     }
@@ -284,7 +289,9 @@ impl FileAuthorizer {
     /// Re-reads the files; on error the current state stays in force.
     pub fn reload(&self) -> Result<(), AuthError> {
         let fresh = self.state.load().reload()?;
+        let has_acl = fresh.acl.is_some();
         self.state.store(Arc::new(fresh));
+        self.has_acl.store(has_acl, Ordering::Release);
         Ok(())
     }
 
@@ -327,6 +334,10 @@ impl Authorizer for FileAuthorizer {
         self.state
             .load()
             .can_read(client.client_id, client.username, topic)
+    }
+
+    fn checks_receiving(&self) -> bool {
+        self.has_acl.load(Ordering::Acquire)
     }
 }
 
@@ -472,6 +483,36 @@ mod tests {
         assert!(e.to_string().contains("passwd"), "{e}");
         // The old states are untouched.
         assert!(s2.can_read("c", None, "b"));
+    }
+
+    #[test]
+    fn deliveries_are_checked_only_while_an_acl_is_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "topic read a\n").expect("write");
+        let with_acl = AuthConfig {
+            allow_anonymous: Some(true),
+            password_file: None,
+            acl_file: Some(acl.clone()),
+        };
+        let none = AuthConfig {
+            acl_file: None,
+            ..with_acl.clone()
+        };
+        let open = FileAuthorizer::load(&none).expect("loads");
+        assert!(!open.checks_receiving());
+        let guarded = FileAuthorizer::load(&with_acl).expect("loads");
+        assert!(guarded.checks_receiving());
+        let info = ClientInfo {
+            client_id: "c",
+            username: None,
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        assert!(!guarded.may_receive(&info, "b"));
+        // A reload that fails keeps the ACL, and its check, in force.
+        std::fs::write(&acl, "topic sideways b\n").expect("write");
+        assert!(guarded.reload().is_err());
+        assert!(guarded.checks_receiving());
     }
 
     #[test]
