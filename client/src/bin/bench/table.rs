@@ -107,11 +107,13 @@ fn marks(r: &Report) -> &'static str {
 }
 
 /// The reports by case and label, with the case names and labels in
-/// order of first appearance (the baseline first).
+/// order of first appearance (the baseline first). A case run several
+/// times on one broker is represented by its median run (by the case's
+/// first figure), so one noisy run does not decide a latency comparison.
 struct Results<'a> {
     labels: Vec<String>,
     cases: Vec<String>,
-    by_case: BTreeMap<(String, String), &'a Report>,
+    by_case: BTreeMap<(String, String), Vec<&'a Report>>,
 }
 
 impl<'a> Results<'a> {
@@ -133,7 +135,7 @@ impl<'a> Results<'a> {
             if !r.cases.contains(&case) {
                 r.cases.push(case.clone());
             }
-            r.by_case.insert((case, label), report);
+            r.by_case.entry((case, label)).or_default().push(report);
         }
         if let Some(base) = baseline {
             let pos = r
@@ -147,12 +149,25 @@ impl<'a> Results<'a> {
         Ok(r)
     }
 
-    /// Each label's report of `case`.
+    /// Each label's report of `case` (the median of several runs).
     fn of(&self, case: &str) -> Vec<Option<&'a Report>> {
         self.labels
             .iter()
-            .map(|l| self.by_case.get(&(case.to_owned(), l.clone())).copied())
+            .map(|l| {
+                let runs = self.by_case.get(&(case.to_owned(), l.clone()))?;
+                median(runs)
+            })
             .collect()
+    }
+
+    /// The most runs any broker had of `case`.
+    fn runs(&self, case: &str) -> usize {
+        self.labels
+            .iter()
+            .filter_map(|l| self.by_case.get(&(case.to_owned(), l.clone())))
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
     }
 
     fn header(&self) -> Vec<String> {
@@ -207,6 +222,12 @@ pub fn render(args: &TableArgs) -> Result<String, String> {
     let mut rows = vec![results.header()];
     let mut notes = Vec::new();
     for case in &results.cases {
+        let runs = results.runs(case);
+        if runs > 1 {
+            notes.push(format!(
+                "{case}: run {runs} times on each broker; the median run (by its first figure) is shown"
+            ));
+        }
         let reports = results.of(case);
         rows.extend(case_rows(case, &reports));
         for r in reports.iter().flatten() {
@@ -223,6 +244,17 @@ pub fn render(args: &TableArgs) -> Result<String, String> {
         let _ = writeln!(out, "  {n}");
     }
     Ok(out)
+}
+
+/// The run whose first figure is the median of `runs` (the upper middle
+/// one of an even count).
+fn median<'a>(runs: &[&'a Report]) -> Option<&'a Report> {
+    let mut keyed: Vec<(f64, &Report)> = runs
+        .iter()
+        .map(|r| (figures(r).first().map_or(0.0, |f| f.value), *r))
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    keyed.get(keyed.len() / 2).map(|(_, r)| *r)
 }
 
 /// `other / base`, said so that "better" reads as better.
@@ -315,6 +347,37 @@ mod tests {
         assert!(row.contains("999.0k"), "{table}");
         assert!(row.contains("3.00x better"), "{table}");
         assert!(row.contains(">= 5.5M"), "{table}");
+    }
+
+    #[test]
+    fn a_case_run_several_times_shows_its_median_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.json");
+        let runs = [
+            fanout("mosquitto", 300_000.0),
+            fanout("midge", 900_000.0),
+            fanout("mosquitto", 100_000.0),
+            fanout("midge", 500_000.0),
+            fanout("mosquitto", 200_000.0),
+            fanout("midge", 700_000.0),
+        ];
+        let lines: Vec<String> = runs
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("json"))
+            .collect();
+        std::fs::write(&path, lines.join("\n")).expect("write");
+        let args = TableArgs {
+            results: path,
+            baseline: None,
+        };
+        let table = render(&args).expect("table");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("fanout-100-q0"))
+            .expect("row");
+        assert!(row.contains("200.0k") && row.contains("700.0k"), "{table}");
+        assert!(row.contains("3.50x better"), "{table}");
+        assert!(table.contains("run 3 times on each broker"), "{table}");
     }
 
     #[test]
