@@ -410,7 +410,7 @@ where
         let mut ops = scratch::take_ops();
         self.session.take_ops(&mut ops);
         // The mailbox's `Notify`: the loop's one wait covers this too.
-        let ticket = journal.submit(&mut ops, Some(self.mailbox.waker()));
+        let ticket = journal.submit(&mut ops, Some(&self.mailbox));
         scratch::put_ops(ops);
         self.session.bind(ticket);
     }
@@ -441,7 +441,7 @@ where
         // publish's own journal transaction: both or neither survive.
         let mut ops = scratch::take_ops();
         self.session.take_ops(&mut ops);
-        let waker = Some(self.mailbox.waker());
+        let waker = Some(&self.mailbox);
         let routed = self.shared.router.publish_with(
             &p.topic,
             &p.payload,

@@ -109,7 +109,7 @@ pub struct Mailbox {
     /// Wakes the connection task; shared with the journal, which wakes it
     /// through the same `Notify` when its writes are durable, so the task
     /// waits on one notification for both.
-    notify: Arc<Notify>,
+    notify: Notify,
 }
 
 /// The mailbox's lock, held. Releasing it publishes the queue's length to
@@ -168,7 +168,7 @@ impl Mailbox {
             }),
             len: AtomicUsize::new(0),
             taken: AtomicU32::new(0),
-            notify: Arc::new(Notify::new()),
+            notify: Notify::new(),
         })
     }
 
@@ -326,7 +326,7 @@ impl Mailbox {
 
     /// The `Notify` behind [`Mailbox::notified`], for other events that
     /// must wake the same connection task (the journal's durability).
-    pub fn waker(&self) -> &Arc<Notify> {
+    pub fn waker(&self) -> &Notify {
         &self.notify
     }
 

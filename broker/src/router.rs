@@ -154,7 +154,7 @@ impl Router {
         qos: QoS,
         retain: bool,
         ops: &mut Vec<Op>,
-        waker: Option<&Arc<Notify>>,
+        waker: Option<&Arc<Mailbox>>,
     ) -> Routed {
         let trie = self.read();
         let mut targets: Vec<(u64, QoS, &Arc<Mailbox>)> = Vec::new();

@@ -91,13 +91,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 pub use model::RestoredSession;
 pub use record::{EntryState, Op};
 pub use recover::Report;
 
 use crate::config::{PersistenceConfig, SyncMode};
+use crate::mailbox::Mailbox;
 use crate::message::Message;
 
 /// A ticket no commit reaches: what a closed journal hands out.
@@ -154,8 +155,8 @@ struct Queue {
     ops: Vec<Op>,
     /// Where each submission's ops end in `ops`: frames split only there.
     ends: Vec<usize>,
-    /// Who to wake after the next commit.
-    wakers: Vec<Arc<Notify>>,
+    /// Whose connections to wake after the next commit.
+    wakers: Vec<Arc<Mailbox>>,
     /// The last ticket handed out.
     last: u64,
     closed: bool,
@@ -192,7 +193,7 @@ pub struct Journal {
 pub struct Txn<'a> {
     queue: MutexGuard<'a, Queue>,
     inner: &'a Inner,
-    waker: Option<&'a Arc<Notify>>,
+    waker: Option<&'a Arc<Mailbox>>,
     pushed: bool,
     done: bool,
 }
@@ -325,7 +326,7 @@ impl Journal {
     }
 
     /// Starts a transaction; `waker` is notified once it is durable.
-    pub fn txn<'a>(&'a self, waker: Option<&'a Arc<Notify>>) -> Txn<'a> {
+    pub fn txn<'a>(&'a self, waker: Option<&'a Arc<Mailbox>>) -> Txn<'a> {
         Txn {
             queue: self.inner.lock(),
             inner: &self.inner,
@@ -337,7 +338,7 @@ impl Journal {
 
     /// Submits the ops in `ops` (leaving it empty) as one transaction;
     /// returns the ticket, 0 if there were none.
-    pub fn submit(&self, ops: &mut Vec<Op>, waker: Option<&Arc<Notify>>) -> u64 {
+    pub fn submit(&self, ops: &mut Vec<Op>, waker: Option<&Arc<Mailbox>>) -> u64 {
         if ops.is_empty() {
             return 0;
         }

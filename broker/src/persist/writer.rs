@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use crate::mailbox::Mailbox;
 use tracing::{debug, error, info};
 
 use super::model::{Model, Restatement};
@@ -76,7 +76,7 @@ pub(super) struct Writer {
     buf: Vec<u8>,
     ops: Vec<Op>,
     ends: Vec<usize>,
-    wakers: Vec<Arc<Notify>>,
+    wakers: Vec<Arc<Mailbox>>,
     unsynced: bool,
     last_sync: Instant,
 }
@@ -346,10 +346,10 @@ impl Writer {
             inner.durable.store(last, Ordering::Release);
             inner.durable_tx.send_replace(last);
         }
-        let mut prev: Option<&Arc<Notify>> = None;
+        let mut prev: Option<&Arc<Mailbox>> = None;
         for w in &self.wakers {
             if !prev.is_some_and(|p| Arc::ptr_eq(p, w)) {
-                w.notify_one();
+                w.waker().notify_one();
             }
             prev = Some(w);
         }
