@@ -201,10 +201,10 @@ pub(crate) struct Connection<S> {
     /// carry the room for one.
     will: Option<Box<LastWill>>,
     tally: Tally,
-    /// While set, a subscriber this client publishes to is congested: the
-    /// connection neither reads nor decodes until it drains or the wait
-    /// ends, so TCP slows the client down instead of the subscriber's queue
-    /// dropping its messages.
+    /// While set, a subscriber this client publishes to is congested, or
+    /// the journal's disk is behind: the connection neither reads nor
+    /// decodes until that clears (or, for a subscriber, the wait ends), so
+    /// TCP slows the client down instead of queues growing or dropping.
     pause: Option<Pause>,
     /// This turn queued messages for other connections: they write first.
     routed: bool,
@@ -453,11 +453,17 @@ where
         scratch::put_ops(ops);
         self.session.bind(routed.ticket);
         self.routed |= routed.queued > 0;
+        if self.pause.is_some() {
+            return;
+        }
         if let Some(mailbox) = routed.congested {
-            if self.pause.is_none() {
-                let router = self.shared.router.clone();
-                self.pause = Some(Box::pin(router.wait_drained(mailbox)));
-            }
+            let router = self.shared.router.clone();
+            self.pause = Some(Box::pin(router.wait_drained(mailbox)));
+        } else if let Some(journal) = self.shared.journal.as_ref().filter(|j| j.is_backlogged()) {
+            // The disk is behind: what publishers send would only pile up
+            // in the journal's queue (a QoS 0 retained flood holds no
+            // acknowledgement back), so TCP slows them down instead.
+            self.pause = Some(Box::pin(journal.clone().backlog_taken()));
         }
     }
 

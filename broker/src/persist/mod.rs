@@ -87,11 +87,11 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 pub use model::RestoredSession;
 pub use record::{EntryState, Op};
@@ -114,6 +114,10 @@ pub struct Options {
     pub compact_min_bytes: u64,
     /// Checkpoint bytes written per writer turn.
     pub chunk_bytes: usize,
+    /// Submissions waiting for a busy writer (a slow or stalled disk)
+    /// beyond about this many bytes make publishers pause
+    /// ([`Journal::is_backlogged`]).
+    pub max_backlog_bytes: usize,
 }
 
 impl Default for Options {
@@ -122,6 +126,7 @@ impl Default for Options {
             segment_bytes: 16 << 20,
             compact_min_bytes: 64 << 20,
             chunk_bytes: 256 << 10,
+            max_backlog_bytes: 64 << 20,
         }
     }
 }
@@ -160,6 +165,8 @@ struct Queue {
     /// The last ticket handed out.
     last: u64,
     closed: bool,
+    /// About how many bytes `ops` hold ([`Op::backlog_bytes`]).
+    bytes: usize,
 }
 
 /// State shared by the handles and the writer thread.
@@ -172,6 +179,14 @@ struct Inner {
     next_mid: AtomicU64,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
+    /// `Queue::bytes` as of the last change, read without the lock.
+    backlog: AtomicUsize,
+    max_backlog: usize,
+    /// Woken when the writer takes a backlog over the limit.
+    backlog_taken: Notify,
+    /// Tests stop the writer with this, to see a backlog build up.
+    #[cfg(test)]
+    hold: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -202,6 +217,7 @@ impl Txn<'_> {
     /// Adds an op.
     pub fn push(&mut self, op: Op) {
         if !self.queue.closed {
+            self.queue.bytes += op.backlog_bytes();
             self.queue.ops.push(op);
         }
         self.pushed = true;
@@ -220,6 +236,9 @@ impl Txn<'_> {
             return NEVER;
         }
         self.queue.last += 1;
+        self.inner
+            .backlog
+            .store(self.queue.bytes, Ordering::Relaxed);
         let end = self.queue.ops.len();
         self.queue.ends.push(end);
         if let Some(w) = self.waker {
@@ -286,6 +305,11 @@ impl Journal {
             next_mid: AtomicU64::new(model.next_mid.max(1)),
             writer: Mutex::new(None),
             dir: dir.to_owned(),
+            backlog: AtomicUsize::new(0),
+            max_backlog: opts.max_backlog_bytes,
+            backlog_taken: Notify::new(),
+            #[cfg(test)]
+            hold: std::sync::atomic::AtomicBool::new(false),
         });
         let damaged = !restored.report.is_clean();
         let writer = writer::Writer::new(
@@ -323,6 +347,28 @@ impl Journal {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Whether submissions pile up faster than the writer takes them (past
+    /// [`Options::max_backlog_bytes`]): the disk is slow or stalled, and
+    /// publishers should pause ([`Journal::backlog_taken`]) rather than grow
+    /// the queue.
+    pub fn is_backlogged(&self) -> bool {
+        self.inner.backlog.load(Ordering::Relaxed) > self.inner.max_backlog
+    }
+
+    /// Waits until the journal is not backlogged.
+    pub async fn backlog_taken(self) {
+        loop {
+            let taken = self.inner.backlog_taken.notified();
+            tokio::pin!(taken);
+            // Registered before the check: a take in between still wakes.
+            taken.as_mut().enable();
+            if !self.is_backlogged() {
+                return;
+            }
+            taken.await;
+        }
     }
 
     /// Starts a transaction; `waker` is notified once it is durable.

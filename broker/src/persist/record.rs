@@ -103,6 +103,24 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// About how much memory the op holds while it waits for the writer:
+    /// the op itself, and a retained message's topic and payload (the
+    /// queue may be all that keeps them; a queued delivery's message is
+    /// shared with the subscribers' queues, which bound it themselves).
+    pub fn backlog_bytes(&self) -> usize {
+        let own = std::mem::size_of::<Op>();
+        match self {
+            Op::Retain(msg) => own + msg.topic().len() + msg.payload_len(),
+            Op::Unretain(topic)
+            | Op::Sub { filter: topic, .. }
+            | Op::Unsub { filter: topic, .. } => own + topic.len(),
+            Op::SessionNew { client_id, .. } => own + client_id.len(),
+            _ => own,
+        }
+    }
+}
+
 /// Where a queued delivery is in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryState {

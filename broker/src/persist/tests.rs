@@ -293,6 +293,7 @@ fn compaction_keeps_the_disk_bounded_and_the_state_whole() {
         segment_bytes: 8 << 10,
         compact_min_bytes: 32 << 10,
         chunk_bytes: 2 << 10,
+        ..Options::default()
     };
     let (j, _) = open_opts(dir.path(), opts);
     let sid = 3;
@@ -348,4 +349,55 @@ fn compaction_keeps_the_disk_bounded_and_the_state_whole() {
     );
     assert!(r.report.is_clean(), "{}", r.report);
     j.close();
+}
+
+#[tokio::test]
+async fn a_writer_that_falls_behind_backlogs_the_journal_until_it_takes_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        max_backlog_bytes: 4096,
+        ..Options::default()
+    };
+    let (j, _) = open_opts(dir.path(), opts);
+    // The disk stalls: the writer takes nothing.
+    j.inner.hold.store(true, Ordering::Release);
+    let payload = "x".repeat(1000);
+    let mut tickets = Vec::new();
+    for i in 0..3 {
+        let mut ops = vec![Op::Retain(msg(&j, &format!("t/{i}"), &payload))];
+        tickets.push(j.submit(&mut ops, None));
+    }
+    assert!(!j.is_backlogged(), "3 KB queued is under the 4 KB limit");
+    for i in 3..6 {
+        let mut ops = vec![Op::Retain(msg(&j, &format!("t/{i}"), &payload))];
+        tickets.push(j.submit(&mut ops, None));
+    }
+    assert!(j.is_backlogged(), "6 KB queued is over it");
+    let waiting = tokio::spawn(j.clone().backlog_taken());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "publishers wait while the writer is stuck"
+    );
+    // The disk comes back: the writer takes the queue, the wait ends, and
+    // everything submitted becomes durable.
+    j.inner.hold.store(false, Ordering::Release);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the wait ends")
+        .expect("no panic");
+    assert!(!j.is_backlogged());
+    let last = *tickets.last().expect("tickets");
+    while j.durable() < last {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn backlog_counts_a_retained_payload_and_small_ops_by_their_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (j, _) = open(dir.path());
+    let small = Op::Done { sid: 1, seq: 1 }.backlog_bytes();
+    let retained = Op::Retain(msg(&j, "a/b", &"y".repeat(500))).backlog_bytes();
+    assert_eq!(retained, small + 3 + 500);
 }

@@ -208,9 +208,21 @@ impl Writer {
                 q = self.inner.work.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         }
+        #[cfg(test)]
+        while self.inner.hold.load(Ordering::Acquire) {
+            drop(q);
+            std::thread::sleep(Duration::from_millis(1));
+            q = self.inner.lock();
+        }
         std::mem::swap(&mut q.ops, &mut self.ops);
         std::mem::swap(&mut q.ends, &mut self.ends);
         std::mem::swap(&mut q.wakers, &mut self.wakers);
+        let was_backlogged = q.bytes > self.inner.max_backlog;
+        q.bytes = 0;
+        self.inner.backlog.store(0, Ordering::Relaxed);
+        if was_backlogged {
+            self.inner.backlog_taken.notify_waiters();
+        }
         (q.last, q.closed)
     }
 
