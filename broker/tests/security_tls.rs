@@ -283,3 +283,49 @@ async fn openssl_s_client_handshakes_on_tls_1_2_and_1_3() {
     }
     broker.shutdown().await;
 }
+
+/// TLS connections handed to other shards: the handshake, the certificate
+/// identity and the session all happen on the shard's own runtime.
+#[tokio::test]
+async fn tls_connections_work_on_every_shard() {
+    use midge_broker::shards::{ShardThreads, Shards};
+    let pki = Pki::new();
+    let threads = ShardThreads::start(2).expect("shards");
+    let cfg = config(
+        vec![listener(Some(pki.tls(true, false, true)))],
+        AuthConfig::default(),
+    );
+    let broker = Broker::start_sharded(cfg, Shards::new(threads.handles().to_vec()))
+        .await
+        .expect("starts");
+    let addr = broker.local_addrs()[0];
+    // Three clients: one on each runtime, round-robin.
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let cert = pki.client_cert(&format!("dev-{i}"), false);
+        let mut c = tls(addr, pki.client(&TLS13, Some(cert)))
+            .await
+            .expect("handshake");
+        assert_eq!(c.connect(&format!("c{i}"), None, None).await, ACCEPTED);
+        let granted = c.subscribe("shards/#", QoS::AtLeastOnce).await;
+        assert_eq!(granted, SubscribeReturnCode::Success(QoS::AtLeastOnce));
+        clients.push(c);
+    }
+    clients[1]
+        .publish("shards/x", "hello", QoS::AtLeastOnce)
+        .await;
+    for c in &mut clients {
+        assert_eq!(
+            c.next_publish(WAIT).await,
+            Some(("shards/x".into(), "hello".into()))
+        );
+    }
+    broker.shutdown().await;
+    for c in &mut clients {
+        assert!(
+            c.closed(WAIT).await,
+            "shutdown closes every shard's TLS clients"
+        );
+    }
+    threads.stop();
+}
