@@ -157,7 +157,7 @@ where
         let Some((conn, live, _exited)) = handshake.await else {
             return;
         };
-        Box::pin(conn.run(&shutdown, &live.signal)).await;
+        Box::pin(conn.run(&shutdown, &live)).await;
         // The connection counts against `max_connections` to its end.
         drop(permit);
     }
@@ -190,7 +190,6 @@ enum Wake {
 /// A connection past CONNACK.
 pub(crate) struct Connection<S> {
     io: Io<S>,
-    conn_id: u64,
     peer: SocketAddr,
     shared: Arc<Shared>,
     username: Option<Box<str>>,
@@ -208,6 +207,9 @@ pub(crate) struct Connection<S> {
     pause: Option<Pause>,
     /// This turn queued messages for other connections: they write first.
     routed: bool,
+    /// Packets came in: the keep-alive deadline moved (a flag, not the
+    /// last deadline published, which would cost the loop 16 bytes).
+    deadline_moved: bool,
 }
 
 impl<S> Connection<S>
@@ -217,7 +219,6 @@ where
     pub(crate) fn start(
         io: Io<S>,
         peer: SocketAddr,
-        conn_id: u64,
         shared: Arc<Shared>,
         client_id: Arc<str>,
         connect: Connect,
@@ -250,7 +251,6 @@ where
         shared.metrics.client_connected();
         let mut conn = Box::new(Connection {
             io,
-            conn_id,
             peer,
             shared,
             username: connect.username.map(|u| u.as_str().into()),
@@ -260,6 +260,8 @@ where
             tally: Tally::default(),
             pause: None,
             routed: false,
+            // CONNECT set the first deadline.
+            deadline_moved: true,
         });
         let connack = Packet::ConnAck(ConnAck {
             session_present,
@@ -271,18 +273,17 @@ where
 
     // Boxed: an async fn keeps its arguments apart from its locals, so an
     // unboxed `self` would take twice its size in the task.
-    async fn run(mut self: Box<Self>, shutdown: &CancellationToken, signal: &ConnSignal) {
+    async fn run(mut self: Box<Self>, shutdown: &CancellationToken, live: &LiveConn) {
         // Packets sent right behind CONNECT are already buffered.
         let close = match self.on_bytes() {
-            Ok(()) => self.drive(shutdown, signal).await,
+            Ok(()) => self.drive(shutdown, &live.signal).await,
             Err(close) => close,
         };
-        (*self).finish(close);
+        (*self).finish(close, live.conn_id);
     }
 
     async fn drive(&mut self, shutdown: &CancellationToken, signal: &ConnSignal) -> Close {
         let mailbox = self.mailbox.clone();
-        let mut published = None;
         loop {
             // Shutdown cancels the token, then kicks every connection; a
             // takeover only kicks. A kick sets the flag, then wakes the
@@ -299,10 +300,8 @@ where
             }
             self.pump();
             // Packets read move the deadline: the sweeper sees the new one.
-            let deadline = self.session.next_deadline();
-            if deadline != published {
-                signal.deadline.set(deadline);
-                published = deadline;
+            if std::mem::take(&mut self.deadline_moved) {
+                signal.deadline.set(self.session.next_deadline());
             }
             let can_read =
                 self.session.transmit_len() < MAX_QUEUED_TRANSMITS && self.pause.is_none();
@@ -384,6 +383,7 @@ where
                 break;
             };
             self.tally.on_packet_in();
+            self.deadline_moved = true;
             match self.session.handle_incoming(packet, now)? {
                 None => {}
                 Some(Event::Publish(p)) => self.on_publish(p),
@@ -584,7 +584,7 @@ where
 
     /// Publishes the will if the end calls for it, releases the session and
     /// logs the end.
-    fn finish(mut self, close: Close) {
+    fn finish(mut self, close: Close, conn_id: u64) {
         // What the session changed in its last turn is kept too.
         self.journal_ops();
         let mut tally = self.tally;
@@ -601,7 +601,6 @@ where
             shared,
             session,
             mailbox,
-            conn_id,
             ..
         } = self;
         shared.registry.release(conn_id, &mailbox, session);

@@ -88,7 +88,7 @@ where
     // Whatever happens from here, waiters learn that this connection ended.
     let exited = live.signal.exit_guard();
     let claim = claim_session(&shared, &client_id, &connect, &live, &shutdown).await?;
-    let conn = Connection::start(io, peer, conn_id, shared, client_id, connect, claim);
+    let conn = Connection::start(io, peer, shared, client_id, connect, claim);
     Some((conn, live, exited))
 }
 

@@ -174,28 +174,31 @@ impl Drop for ListenerUp {
 /// the connection adds the lot to the shared [`Metrics`] once per loop turn,
 /// so per-packet work touches no shared cache line.
 ///
-/// 32-bit: one turn moves at most a read's and a write's worth of bytes (or
-/// one packet of at most 256 MiB), and every idle connection carries a
-/// tally, so it is kept small. Additions saturate rather than wrap.
+/// Small, because every idle connection carries one: byte counts are 32-bit
+/// (one turn moves at most a read's and a write's worth, or one packet of
+/// at most 256 MiB), packet counts 16-bit (a turn decodes at most a 16 KiB
+/// read and encodes at most 64 KiB: at most 32,768 packets), in-flight
+/// 16-bit (`max_inflight` is at most 65,535). Additions saturate rather
+/// than wrap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Packets received.
-    pub messages_received: u32,
+    pub messages_received: u16,
     /// Packets sent.
-    pub messages_sent: u32,
+    pub messages_sent: u16,
     /// Bytes received.
     pub bytes_received: u32,
     /// Bytes sent.
     pub bytes_sent: u32,
-    publish_received: [u32; 3],
-    publish_sent: [u32; 3],
+    publish_received: [u16; 3],
+    publish_sent: [u16; 3],
     publish_bytes_received: [u32; 3],
     publish_bytes_sent: [u32; 3],
     /// The session's in-flight and waiting messages as last observed, and
     /// as last added to the shared gauges.
-    inflight: u32,
+    inflight: u16,
     waiting: u32,
-    reported_inflight: u32,
+    reported_inflight: u16,
     reported_waiting: u32,
 }
 
@@ -244,7 +247,7 @@ impl Tally {
     /// The session now has `inflight` unacknowledged messages and `waiting`
     /// ones behind its window; (0, 0) when the connection ends.
     pub fn observe_session(&mut self, inflight: usize, waiting: usize) {
-        self.inflight = count32(inflight);
+        self.inflight = u16::try_from(inflight).unwrap_or(u16::MAX);
         self.waiting = count32(waiting);
     }
 
@@ -252,14 +255,14 @@ impl Tally {
     /// counting again from zero.
     pub fn flush(&mut self, m: &Metrics) {
         let pairs = [
-            (&m.messages_received, self.messages_received),
-            (&m.messages_sent, self.messages_sent),
+            (&m.messages_received, self.messages_received.into()),
+            (&m.messages_sent, self.messages_sent.into()),
             (&m.bytes_received, self.bytes_received),
             (&m.bytes_sent, self.bytes_sent),
         ];
         let by_qos = [
-            (&m.publish_received, self.publish_received),
-            (&m.publish_sent, self.publish_sent),
+            (&m.publish_received, self.publish_received.map(u32::from)),
+            (&m.publish_sent, self.publish_sent.map(u32::from)),
             (&m.publish_bytes_received, self.publish_bytes_received),
             (&m.publish_bytes_sent, self.publish_bytes_sent),
         ];

@@ -35,6 +35,7 @@
 //! too; MQTT's acknowledgement order is kept [MQTT-4.6.0-2].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,7 +160,7 @@ pub struct Session {
     /// Whether acknowledgements may wait for the journal.
     gated: bool,
     /// This session's journal id, for a persistent session.
-    sid: Option<u64>,
+    sid: Option<NonZeroU64>,
     /// Every ticket up to this is durable.
     durable: u64,
     /// Held packets not yet bound to a ticket.
@@ -200,7 +201,10 @@ impl Session {
     /// they go out again.
     pub fn set_journal(&mut self, sid: Option<u64>, ticket: u64) {
         self.gated = true;
-        self.sid = sid;
+        // Journal ids start at 1 (0 is no session): the niche keeps the
+        // field at 8 bytes in every idle connection.
+        debug_assert_ne!(sid, Some(0), "journal ids start at 1");
+        self.sid = sid.and_then(NonZeroU64::new);
         for (after, _) in &mut self.transmit {
             *after = ticket;
         }
@@ -246,7 +250,7 @@ impl Session {
     /// Records a change of a persistent session's state.
     fn record(&mut self, op: impl FnOnce(u64) -> Op) {
         if let Some(sid) = self.sid {
-            self.ops.push(op(sid));
+            self.ops.push(op(sid.get()));
         }
     }
 
