@@ -31,19 +31,19 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use midge_protocol::{
     decode, encode, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, PacketType,
     Publish, QoS, Subscribe, SubscribeReturnCode, Unsubscribe,
 };
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::ClientInfo;
+use crate::conn_io::{io_ready, Io, IoReady};
 use crate::handshake::accept;
 use crate::keepalive::now;
 use crate::mailbox::Mailbox;
@@ -54,8 +54,6 @@ use crate::session::{Event, ProtocolError, Session, SessionLimits, Transmit};
 use crate::shared::Shared;
 use crate::tls::PeerIdentity;
 
-/// The most bytes one read takes from the socket.
-const READ_CHUNK: usize = 16 * 1024;
 /// Stop taking deliveries while this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Stop reading while this many packets wait to be encoded: a client that
@@ -99,28 +97,6 @@ impl Close {
             self,
             Close::Decode(_) | Close::Protocol(_) | Close::NotConnect(_) | Close::ConnectTimeout(_)
         )
-    }
-}
-
-/// The socket and its buffers. The stream is not split into halves: one
-/// future polls both directions ([`io_ready`]), so a connection needs no
-/// shared lock and no extra allocation for the halves.
-pub(crate) struct Io<S> {
-    pub(crate) stream: S,
-    pub(crate) inbuf: BytesMut,
-    pub(crate) outbuf: BytesMut,
-    pub(crate) needs_flush: bool,
-}
-
-impl<S> Io<S> {
-    /// A fresh connection's: empty buffers, nothing to flush.
-    pub(crate) fn new(stream: S) -> Io<S> {
-        Io {
-            stream,
-            inbuf: BytesMut::new(),
-            outbuf: BytesMut::new(),
-            needs_flush: false,
-        }
     }
 }
 
@@ -180,9 +156,7 @@ pub(crate) fn log_close(peer: SocketAddr, client_id: Option<&str>, close: &Close
 
 /// What one turn of the loop waited for.
 enum Wake {
-    Read(std::io::Result<usize>),
-    Wrote(std::io::Result<usize>),
-    Flushed(std::io::Result<()>),
+    Io(IoReady),
     Mail,
     Resumed,
 }
@@ -307,7 +281,7 @@ where
                 self.session.transmit_len() < MAX_QUEUED_TRANSMITS && self.pause.is_none();
             let (io, pause) = (&mut self.io, &mut self.pause);
             let wake = tokio::select! {
-                w = io_ready(io, can_read) => w,
+                w = io_ready(io, can_read) => Wake::Io(w),
                 // Mail into an empty mailbox, the journal made held packets
                 // durable, a takeover or shutdown: the same `Notify`, always
                 // waited on (a wake with nothing to do costs one turn).
@@ -335,15 +309,15 @@ where
 
     fn on_wake(&mut self, wake: Wake) -> Result<(), Close> {
         match wake {
-            Wake::Read(Ok(0)) => return Err(Close::PeerClosed),
-            Wake::Read(Ok(n)) => {
+            Wake::Io(IoReady::Read(Ok(0))) => return Err(Close::PeerClosed),
+            Wake::Io(IoReady::Read(Ok(n))) => {
                 self.tally.on_bytes_in(n);
                 self.on_bytes()?;
             }
-            Wake::Wrote(Ok(0)) => {
+            Wake::Io(IoReady::Wrote(Ok(0))) => {
                 return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into())
             }
-            Wake::Wrote(Ok(n)) => {
+            Wake::Io(IoReady::Wrote(Ok(n))) => {
                 self.tally.on_bytes_out(n);
                 self.io.needs_flush = true;
                 if self.io.outbuf.is_empty()
@@ -355,8 +329,8 @@ where
                     self.io.outbuf = BytesMut::new();
                 }
             }
-            Wake::Flushed(Ok(())) => self.io.needs_flush = false,
-            Wake::Read(Err(e)) | Wake::Wrote(Err(e)) | Wake::Flushed(Err(e)) => {
+            Wake::Io(IoReady::Flushed(Ok(()))) => self.io.needs_flush = false,
+            Wake::Io(IoReady::Read(Err(e)) | IoReady::Wrote(Err(e)) | IoReady::Flushed(Err(e))) => {
                 return Err(e.into())
             }
             // Mail, or the keep-alive sweeper: the session judges the
@@ -620,60 +594,6 @@ where
 /// Whether `topic` is one of the broker's `$SYS` topics.
 fn is_sys(topic: &str) -> bool {
     topic == "$SYS" || topic.starts_with("$SYS/")
-}
-
-/// Waits until the socket can take a step: read (when `can_read`), write
-/// what it can of the output buffer, or flush once that is all written.
-/// Each direction is one cancel-safe poll of the one stream, read first; a
-/// direction with nothing to do is not polled.
-async fn io_ready<S: AsyncRead + AsyncWrite + Unpin>(io: &mut Io<S>, can_read: bool) -> Wake {
-    std::future::poll_fn(|cx| {
-        if can_read {
-            if let Poll::Ready(r) = poll_read_some(&mut io.stream, &mut io.inbuf, cx) {
-                return Poll::Ready(Wake::Read(r));
-            }
-        }
-        let mut stream = Pin::new(&mut io.stream);
-        if !io.outbuf.is_empty() {
-            if let Poll::Ready(r) = stream.poll_write(cx, &io.outbuf) {
-                if let Ok(n) = r {
-                    io.outbuf.advance(n);
-                }
-                return Poll::Ready(Wake::Wrote(r));
-            }
-        } else if io.needs_flush {
-            if let Poll::Ready(r) = stream.as_mut().poll_flush(cx) {
-                return Poll::Ready(Wake::Flushed(r));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Reads what the socket has (at most [`READ_CHUNK`] bytes) and appends it
-/// to `inbuf`. The bytes land in a stack buffer first, so the connection
-/// keeps no spare read capacity between reads; a copy of a few KB costs
-/// little next to the system call. Cancel-safe: the bytes are appended in
-/// the same poll that reads them.
-pub(crate) async fn read_some<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    inbuf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_some(rd, inbuf, cx)).await
-}
-
-/// One poll of [`read_some`].
-fn poll_read_some<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    inbuf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<std::io::Result<usize>> {
-    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
-    let mut buf = ReadBuf::uninit(&mut chunk);
-    std::task::ready!(Pin::new(rd).poll_read(cx, &mut buf))?;
-    inbuf.extend_from_slice(buf.filled());
-    Poll::Ready(Ok(buf.filled().len()))
 }
 
 /// A publisher's wait for a congested subscriber

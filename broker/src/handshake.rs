@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::auth::ClientInfo;
-use crate::connection::{log_close, read_some, Accepted, Close, Connection, Io};
+use crate::conn_io::{read_some, Io};
+use crate::connection::{log_close, Accepted, Close, Connection};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::registry::Claim;

@@ -162,6 +162,7 @@
 
 pub mod auth;
 pub mod config;
+mod conn_io;
 mod connection;
 pub mod error;
 mod handshake;
