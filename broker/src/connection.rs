@@ -12,11 +12,12 @@
 //! else. Only cancel-safe operations (single reads, writes and flushes,
 //! `Notified`) are raced.
 //!
-//! The mailbox's `Notify` carries every other event, so an idle connection
-//! waits on two things only: mail, the journal's word that held packets are
-//! durable, a takeover or shutdown (a flag in the [`ConnSignal`], checked
-//! each turn), and the keep-alive sweeper ([`crate::keepalive`]) waking a
-//! connection past its deadline, which the session then judges.
+//! An idle connection waits on two things only, its socket and the
+//! mailbox's `Notify`, which carries every other event: mail, the journal's
+//! word that held packets are durable, a takeover or shutdown (a flag in the
+//! [`ConnSignal`], checked each turn), and the keep-alive sweeper
+//! ([`crate::keepalive`]) waking a connection past its deadline, which the
+//! session then judges.
 //!
 //! With persistence on, each turn journals the session's changes (and each
 //! publish its fan-out, in [`Router::publish_with`]) and binds the
@@ -167,7 +168,7 @@ pub(crate) struct Connection<S> {
     peer: SocketAddr,
     shared: Arc<Shared>,
     username: Option<Box<str>>,
-    /// Knows the client id.
+    /// The MQTT session (which also holds the client id).
     session: Session,
     mailbox: Arc<Mailbox>,
     /// Boxed: most clients have none, and every idle connection would
