@@ -335,8 +335,12 @@ where
                 return Err(e.into())
             }
             // Mail, or the keep-alive sweeper: the session judges the
-            // deadline (packets may have come since the sweep looked).
-            Wake::Mail => self.session.handle_timeout(now())?,
+            // deadline (packets may have come since the sweep looked). Not
+            // while paused: this broker stopped reading the client, whose
+            // packets wait unread, so silence is not the client's
+            // [MQTT-3.1.2-24]; the packets read on resuming reset the clock.
+            Wake::Mail if self.pause.is_none() => self.session.handle_timeout(now())?,
+            Wake::Mail => {}
             Wake::Resumed => {
                 self.pause = None;
                 // What was read before the pause, then the socket again.

@@ -207,6 +207,11 @@ impl Broker {
         self.metrics_addr
     }
 
+    /// The journal, when persistence is on.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.shared.journal.as_ref()
+    }
+
     /// The configuration the broker runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config

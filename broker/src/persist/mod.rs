@@ -184,8 +184,8 @@ struct Inner {
     max_backlog: usize,
     /// Woken when the writer takes a backlog over the limit.
     backlog_taken: Notify,
-    /// Tests stop the writer with this, to see a backlog build up.
-    #[cfg(test)]
+    /// Tests stop the writer with this, to see a backlog build up
+    /// ([`Journal::hold_writer`]).
     hold: std::sync::atomic::AtomicBool,
 }
 
@@ -308,7 +308,6 @@ impl Journal {
             backlog: AtomicUsize::new(0),
             max_backlog: opts.max_backlog_bytes,
             backlog_taken: Notify::new(),
-            #[cfg(test)]
             hold: std::sync::atomic::AtomicBool::new(false),
         });
         let damaged = !restored.report.is_clean();
@@ -355,6 +354,13 @@ impl Journal {
     /// the queue.
     pub fn is_backlogged(&self) -> bool {
         self.inner.backlog.load(Ordering::Relaxed) > self.inner.max_backlog
+    }
+
+    /// For tests: stops the writer taking submissions (`true`), as a
+    /// stalled disk would, or lets it go on (`false`).
+    #[doc(hidden)]
+    pub fn hold_writer(&self, hold: bool) {
+        self.inner.hold.store(hold, Ordering::Release);
     }
 
     /// Waits until the journal is not backlogged.

@@ -360,7 +360,7 @@ async fn a_writer_that_falls_behind_backlogs_the_journal_until_it_takes_the_queu
     };
     let (j, _) = open_opts(dir.path(), opts);
     // The disk stalls: the writer takes nothing.
-    j.inner.hold.store(true, Ordering::Release);
+    j.hold_writer(true);
     let payload = "x".repeat(1000);
     let mut tickets = Vec::new();
     for i in 0..3 {
@@ -381,7 +381,7 @@ async fn a_writer_that_falls_behind_backlogs_the_journal_until_it_takes_the_queu
     );
     // The disk comes back: the writer takes the queue, the wait ends, and
     // everything submitted becomes durable.
-    j.inner.hold.store(false, Ordering::Release);
+    j.hold_writer(false);
     tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("the wait ends")

@@ -208,7 +208,6 @@ impl Writer {
                 q = self.inner.work.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         }
-        #[cfg(test)]
         while self.inner.hold.load(Ordering::Acquire) {
             drop(q);
             std::thread::sleep(Duration::from_millis(1));
