@@ -7,6 +7,7 @@
 //! whole, never borrowed across a call, so nothing here can be re-entered.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use crate::mailbox::Delivery;
 use crate::persist::Op;
@@ -21,26 +22,31 @@ thread_local! {
 
 /// An empty vector for a turn's deliveries.
 pub(crate) fn take_batch() -> Vec<Delivery> {
-    BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()))
+    take(&BATCH)
 }
 
 /// Gives back a vector from [`take_batch`], emptied.
-pub(crate) fn put_batch(mut batch: Vec<Delivery>) {
-    batch.clear();
-    if batch.capacity() <= KEEP {
-        BATCH.with(|b| *b.borrow_mut() = batch);
-    }
+pub(crate) fn put_batch(batch: Vec<Delivery>) {
+    put(&BATCH, batch);
 }
 
 /// An empty vector for journal changes.
 pub(crate) fn take_ops() -> Vec<Op> {
-    OPS.with(|o| std::mem::take(&mut *o.borrow_mut()))
+    take(&OPS)
 }
 
 /// Gives back a vector from [`take_ops`], emptied.
-pub(crate) fn put_ops(mut ops: Vec<Op>) {
-    ops.clear();
-    if ops.capacity() <= KEEP {
-        OPS.with(|o| *o.borrow_mut() = ops);
+pub(crate) fn put_ops(ops: Vec<Op>) {
+    put(&OPS, ops);
+}
+
+fn take<T: 'static>(slot: &'static LocalKey<RefCell<Vec<T>>>) -> Vec<T> {
+    slot.with(|v| std::mem::take(&mut *v.borrow_mut()))
+}
+
+fn put<T: 'static>(slot: &'static LocalKey<RefCell<Vec<T>>>, mut v: Vec<T>) {
+    v.clear();
+    if v.capacity() <= KEEP {
+        slot.with(|s| *s.borrow_mut() = v);
     }
 }

@@ -2,10 +2,13 @@
 //! not reading them, and a publisher held back is not taken for a silent
 //! client by the keep-alive check [MQTT-3.1.2-24].
 
+#[path = "ops_support.rs"]
+mod support;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use midge_broker::{Broker, Config, ListenerConfig};
+use midge_broker::Broker;
 use midge_protocol::{decode, encode, Connect, Packet, Publish, QosPid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -27,14 +30,7 @@ async fn next_packet(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<Packe
 #[tokio::test]
 async fn a_publisher_held_back_by_a_stalled_journal_is_not_timed_out() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config {
-        listeners: vec![ListenerConfig {
-            bind: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        }],
-        ..Config::default()
-    };
-    config.sys.interval_s = 0;
+    let mut config = support::config();
     config.persistence.enabled = true;
     config.persistence.dir = dir.path().join("data");
     let broker = Broker::start(config).await.expect("broker starts");

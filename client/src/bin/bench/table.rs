@@ -325,11 +325,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_table_puts_brokers_side_by_side_with_their_ratio() {
+    /// The table of `reports` written as a results file, and its
+    /// fanout-100-q0 row.
+    fn table_of(reports: &[Report]) -> (String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("r.json");
-        let lines: Vec<String> = [fanout("mosquitto", 333_000.0), fanout("midge", 999_000.0)]
+        let lines: Vec<String> = reports
             .iter()
             .map(|r| serde_json::to_string(r).expect("json"))
             .collect();
@@ -342,7 +343,14 @@ mod tests {
         let row = table
             .lines()
             .find(|l| l.starts_with("fanout-100-q0"))
-            .expect("row");
+            .expect("row")
+            .to_owned();
+        (table, row)
+    }
+
+    #[test]
+    fn the_table_puts_brokers_side_by_side_with_their_ratio() {
+        let (table, row) = table_of(&[fanout("mosquitto", 333_000.0), fanout("midge", 999_000.0)]);
         assert!(row.contains("333.0k"), "{table}");
         assert!(row.contains("999.0k"), "{table}");
         assert!(row.contains("3.00x better"), "{table}");
@@ -351,30 +359,14 @@ mod tests {
 
     #[test]
     fn a_case_run_several_times_shows_its_median_run() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("r.json");
-        let runs = [
+        let (table, row) = table_of(&[
             fanout("mosquitto", 300_000.0),
             fanout("midge", 900_000.0),
             fanout("mosquitto", 100_000.0),
             fanout("midge", 500_000.0),
             fanout("mosquitto", 200_000.0),
             fanout("midge", 700_000.0),
-        ];
-        let lines: Vec<String> = runs
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("json"))
-            .collect();
-        std::fs::write(&path, lines.join("\n")).expect("write");
-        let args = TableArgs {
-            results: path,
-            baseline: None,
-        };
-        let table = render(&args).expect("table");
-        let row = table
-            .lines()
-            .find(|l| l.starts_with("fanout-100-q0"))
-            .expect("row");
+        ]);
         assert!(row.contains("200.0k") && row.contains("700.0k"), "{table}");
         assert!(row.contains("3.50x better"), "{table}");
         assert!(table.contains("run 3 times on each broker"), "{table}");
