@@ -248,6 +248,7 @@ impl Options {
             }),
             username: self.username.as_deref().map(ByteStr::from),
             password: self.password.clone(),
+            bridge: false,
         }
     }
 

@@ -157,6 +157,10 @@ pub fn decode_body(packet_type: PacketType, flags: u8, body: Bytes) -> Result<Pa
 fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let name = r.binary()?;
     let level = r.u8()?;
+    // The top bit marks a bridge (a private extension Mosquitto, EMQX and
+    // others accept); the rest is the level proper.
+    let bridge = level & 0x80 != 0 && matches!(level & 0x7f, 3 | 4);
+    let level = if bridge { level & 0x7f } else { level };
     let protocol = match (&name[..], level) {
         (b"MQTT", 4) => ProtocolLevel::V3_1_1,
         (b"MQIsdp", 3) => ProtocolLevel::V3_1,
@@ -213,6 +217,7 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         last_will,
         username,
         password,
+        bridge,
     })
 }
 

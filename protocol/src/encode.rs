@@ -122,7 +122,7 @@ fn connect(c: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
     let remaining = connect_len(c)?;
     start(buf, 0x10, remaining);
     string(buf, c.protocol.name().as_bytes());
-    buf.put_u8(c.protocol.level());
+    buf.put_u8(c.protocol.level() | if c.bridge { 0x80 } else { 0 });
     let mut flags = 0u8;
     if c.clean_session {
         flags |= 0x02;

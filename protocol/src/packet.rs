@@ -155,6 +155,12 @@ pub struct Connect {
     pub username: Option<ByteStr>,
     /// Password, when the flag is set: binary data, not a string.
     pub password: Option<Bytes>,
+    /// The top bit of the protocol level byte: a bridge between brokers
+    /// (Mosquitto's `try_private`; level 0x84 or 0x83 on the wire). Not in
+    /// the specification, but a broker that knows of it does not send a
+    /// bridge back the messages the bridge published, which breaks the
+    /// loop a two-way bridge would otherwise make.
+    pub bridge: bool,
 }
 
 impl Connect {
@@ -169,6 +175,7 @@ impl Connect {
             last_will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 }

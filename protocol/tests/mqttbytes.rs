@@ -170,6 +170,7 @@ fn from_mqttbytes(packet: mb::Packet) -> Packet {
                 }),
                 username,
                 password,
+                bridge: false,
             })
         }
         mb::Packet::ConnAck(c) => Packet::ConnAck(ConnAck {

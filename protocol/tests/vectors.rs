@@ -7,8 +7,8 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::pid;
 use midge_protocol::{
-    decode, encode, encoded_len, ConnAck, Connect, ConnectReturnCode, EncodeError, LastWill,
-    Packet, ProtocolLevel, Publish, QoS, QosPid, SubAck, Subscribe, SubscribeFilter,
+    decode, encode, encoded_len, ConnAck, Connect, ConnectReturnCode, DecodeError, EncodeError,
+    LastWill, Packet, ProtocolLevel, Publish, QoS, QosPid, SubAck, Subscribe, SubscribeFilter,
     SubscribeReturnCode, Unsubscribe, DEFAULT_MAX_PACKET_SIZE,
 };
 
@@ -63,6 +63,7 @@ fn connect_with_will_username_and_binary_password() {
             username: Some("u".into()),
             // The password is binary data, not a string [MQTT-3.1.3.5].
             password: Some(Bytes::from_static(b"\xff\x00\x80")),
+            bridge: false,
         }),
     );
 }
@@ -84,6 +85,7 @@ fn connect_mqisdp_3_1_with_empty_client_id_and_qos2_will() {
             }),
             username: None,
             password: None,
+            bridge: false,
         }),
     );
 }
@@ -98,6 +100,35 @@ fn connect_with_username_only() {
             ..Connect::new("c")
         }),
     );
+}
+
+#[test]
+fn connect_from_a_bridge_sets_the_top_bit_of_the_level() {
+    // Mosquitto's bridges (`try_private`) send 0x84 (0x83 for 3.1).
+    assert_vector(
+        b"\x10\x0d\x00\x04MQTT\x84\x02\x00\x3c\x00\x01b",
+        Packet::Connect(Connect {
+            bridge: true,
+            ..Connect::new("b")
+        }),
+    );
+    assert_vector(
+        b"\x10\x0f\x00\x06MQIsdp\x83\x02\x00\x3c\x00\x01b",
+        Packet::Connect(Connect {
+            protocol: ProtocolLevel::V3_1,
+            bridge: true,
+            ..Connect::new("b")
+        }),
+    );
+}
+
+#[test]
+fn mqtt_3_1_2_2_top_bit_on_an_unknown_level_is_still_unknown() {
+    let mut buf = BytesMut::from(&b"\x10\x0d\x00\x04MQTT\x85\x02\x00\x3c\x00\x01b"[..]);
+    assert!(matches!(
+        decode(&mut buf, 1024),
+        Err(DecodeError::UnsupportedProtocolLevel(0x85))
+    ));
 }
 
 #[test]
