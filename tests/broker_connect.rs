@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use midge_protocol::{ConnectReturnCode, Packet, QoS};
+use midge_protocol::{Connect, ConnectReturnCode, Packet, QoS};
 use support::*;
 
 #[tokio::test]
@@ -129,6 +129,49 @@ async fn mqtt_3_1_2_3_reserved_connect_flag_closes() {
     client
         .send_raw(&raw_connect(b"MQTT", 4, 0x03, 60, &[b"reserved"]))
         .await;
+    client.expect_closed().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bridge_level_0x84_is_served_and_not_sent_its_own_messages() {
+    // Mosquitto's bridges set the top bit of the level (`try_private`);
+    // Mosquitto, EMQX and others serve them, and a bridge that subscribes
+    // to what it publishes (a two-way bridge) must not get it back.
+    let broker = TestBroker::start().await;
+    let (mut bridge, ack) = broker
+        .connect_with(Connect {
+            bridge: true,
+            ..connect_packet("a-bridge", true)
+        })
+        .await;
+    assert_eq!(ack.code, ConnectReturnCode::Accepted);
+    bridge.subscribe("b/#", QoS::AtLeastOnce).await;
+    let mut other = broker.client("other").await;
+    other.subscribe("b/#", QoS::AtLeastOnce).await;
+
+    bridge.publish("b/from-bridge", b"1", QoS::AtLeastOnce, false).await;
+    let got = other.recv_and_ack().await;
+    assert_eq!(&got.topic[..], "b/from-bridge");
+    other.publish("b/from-other", b"2", QoS::AtLeastOnce, false).await;
+    let got = bridge.recv_and_ack().await;
+    assert_eq!(&got.topic[..], "b/from-other", "the bridge's own message came back");
+    // An ordinary client does get its own messages [MQTT-3.3.5-1].
+    let got = other.recv_and_ack().await;
+    assert_eq!(&got.topic[..], "b/from-other");
+    bridge.expect_nothing(Duration::from_millis(200)).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_2_top_bit_on_an_unknown_level_gets_connack_0x01() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.tcp().await;
+    client
+        .send_raw(&raw_connect(b"MQTT", 0x85, 0x02, 60, &[b"b5"]))
+        .await;
+    let ack = client.expect_connack().await;
+    assert_eq!(ack.code, ConnectReturnCode::UnacceptableProtocolVersion);
     client.expect_closed().await;
     broker.shutdown().await;
 }

@@ -53,6 +53,7 @@ use crate::registry::{ConnSignal, ExitGuard, LiveConn};
 use crate::scratch;
 use crate::session::{Event, ProtocolError, Session, SessionLimits, Transmit};
 use crate::shared::Shared;
+use crate::sys;
 use crate::tls::PeerIdentity;
 
 /// Stop taking deliveries while this many bytes wait to be written.
@@ -185,6 +186,9 @@ pub(crate) struct Connection<S> {
     /// Packets came in: the keep-alive deadline moved (a flag, not the
     /// last deadline published, which would cost the loop 16 bytes).
     deadline_moved: bool,
+    /// The client is a bridge (CONNECT level with the top bit set): what
+    /// it publishes is not sent back to it.
+    bridge: bool,
 }
 
 impl<S> Connection<S>
@@ -221,7 +225,8 @@ where
         }
         info!(
             client_id = %client_id, %peer, clean_session = connect.clean_session,
-            keep_alive, session_present, protocol = ?connect.protocol, "client connected"
+            keep_alive, session_present, protocol = ?connect.protocol, bridge = connect.bridge,
+            "client connected"
         );
         shared.metrics.client_connected();
         let mut conn = Box::new(Connection {
@@ -237,6 +242,7 @@ where
             routed: false,
             // CONNECT set the first deadline.
             deadline_moved: true,
+            bridge: connect.bridge,
         });
         let connack = Packet::ConnAck(ConnAck {
             session_present,
@@ -406,7 +412,7 @@ where
         let metrics = &self.shared.metrics;
         self.tally.on_publish_in(p.qos(), p.payload.len());
         // Clients cannot write into the broker's own topics.
-        if is_sys(&p.topic) {
+        if !sys::client_may_write(&p.topic) {
             metrics.dropped(DropReason::SysTopic, 1);
             debug!(client_id = %self.session.client_id(), topic = %p.topic, "publish to $SYS dropped");
             return;
@@ -428,6 +434,7 @@ where
             p.retain,
             &mut ops,
             waker,
+            self.bridge.then(|| self.mailbox.id()),
         );
         scratch::put_ops(ops);
         self.session.bind(routed.ticket);
@@ -586,7 +593,7 @@ where
     }
 
     fn publish_will(&self, will: &LastWill) {
-        if is_sys(&will.topic) || !self.shared.auth.may_publish(&self.info(), &will.topic) {
+        if !sys::client_may_write(&will.topic) || !self.shared.auth.may_publish(&self.info(), &will.topic) {
             debug!(client_id = %self.session.client_id(), topic = %will.topic, "will not published: not allowed");
             return;
         }
@@ -594,11 +601,6 @@ where
         let router = &self.shared.router;
         router.publish(&will.topic, &will.payload, will.qos, will.retain);
     }
-}
-
-/// Whether `topic` is one of the broker's `$SYS` topics.
-fn is_sys(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// A publisher's wait for a congested subscriber

@@ -139,14 +139,16 @@ impl Router {
     /// set, stores it as the topic's retained message (an empty payload
     /// removes that). Returns the number of mailboxes it was queued in.
     pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> usize {
-        self.publish_with(topic, payload, qos, retain, &mut Vec::new(), None)
+        self.publish_with(topic, payload, qos, retain, &mut Vec::new(), None, None)
             .queued
     }
 
     /// [`Router::publish`] for a connection: `ops` (the publisher's own
     /// pending journal changes, drained) are journaled in the same
     /// transaction as the publish, and `waker` is notified when it is
-    /// durable.
+    /// durable. `not_to` is a mailbox the message must not reach: a
+    /// bridge's own, so that a two-way bridge does not loop.
+    #[allow(clippy::too_many_arguments)]
     pub fn publish_with(
         &self,
         topic: &str,
@@ -155,10 +157,14 @@ impl Router {
         retain: bool,
         ops: &mut Vec<Op>,
         waker: Option<&Arc<Mailbox>>,
+        not_to: Option<u64>,
     ) -> Routed {
         let trie = self.read();
         let mut targets: Vec<(u64, QoS, &Arc<Mailbox>)> = Vec::new();
         trie.for_each_match(topic, |id, sub| targets.push((id, sub.qos, &sub.mailbox)));
+        if let Some(me) = not_to {
+            targets.retain(|(id, _, _)| *id != me);
+        }
         let submit = |ops: &mut Vec<Op>| self.journal.as_ref().map_or(0, |j| j.submit(ops, waker));
         if targets.is_empty() && !retain {
             return Routed::new(0, submit(ops));
@@ -166,7 +172,7 @@ impl Router {
         // The journal is written only for what must survive: a retained
         // change, or a QoS 1/2 delivery to a persistent session.
         let journal = self.journal.as_ref().filter(|_| {
-            (retain && !is_sys(topic))
+            (retain && !crate::sys::is_sys(topic))
                 || (qos != QoS::AtMostOnce
                     && targets
                         .iter()
@@ -337,12 +343,6 @@ fn delivery(msg: &Arc<Message>, qos: QoS) -> Delivery {
         retain: false,
         seq: 0,
     }
-}
-
-/// Whether `topic` is one of the broker's own `$SYS` topics, which it
-/// republishes rather than keeps.
-fn is_sys(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// One delivery per subscriber, at the highest QoS of its matching

@@ -8,7 +8,8 @@
 //! round (and always the uptime) are published as retained QoS 0 messages,
 //! so a dashboard that subscribes later still gets the current values.
 //! `$SYS/broker/version` is published once at start. Clients cannot
-//! publish into `$SYS/` themselves.
+//! publish into `$SYS/` themselves, but for the state of a bridge
+//! ([`client_may_write`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,28 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Stats;
 use crate::samples::samples;
 use crate::shared::Shared;
+
+/// Whether `topic` is one of the broker's own `$SYS` topics.
+pub fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// Whether a client may publish on `topic` as far as `$SYS` goes: not into
+/// `$SYS`, but for `$SYS/broker/connection/<name>/state`, where a Mosquitto
+/// bridge announces itself (a retained "1" on connect, its will "0"), as
+/// Mosquitto allows. Without it a bridge whose notifications are on (its
+/// default) is refused at CONNECT for its will topic.
+pub fn client_may_write(topic: &str) -> bool {
+    if !is_sys(topic) {
+        return true;
+    }
+    let mut levels = topic.split('/');
+    matches!(
+        (levels.next(), levels.next(), levels.next(), levels.next(), levels.next(), levels.next()),
+        (Some("$SYS"), Some("broker"), Some("connection"), Some(name), Some("state"), None)
+            if !name.is_empty() && !name.contains(['+', '#'])
+    )
+}
 
 /// The version string published on `$SYS/broker/version`.
 pub const VERSION: &str = concat!("midge version ", env!("CARGO_PKG_VERSION"));

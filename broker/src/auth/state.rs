@@ -230,9 +230,10 @@ impl AuthState {
     }
 
     /// Whether the client may publish on `topic` (will topics included).
-    /// Nobody may publish on `$SYS` topics.
+    /// Nobody may publish on `$SYS` topics but for a bridge's state
+    /// ([`crate::sys::client_may_write`]).
     pub fn can_write(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
-        if is_sys(topic) {
+        if !crate::sys::client_may_write(topic) {
             return false;
         }
         self.acl
@@ -254,10 +255,6 @@ impl AuthState {
             .as_ref()
             .map_or(true, |acl| acl.can_subscribe(client_id, username, filter))
     }
-}
-
-fn is_sys(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// The broker's [`Authorizer`] over the `[auth]` files: the current
@@ -436,6 +433,11 @@ mod tests {
         assert!(!s.can_write("c", None, "$SYS/broker/uptime"));
         assert!(!s.can_write("c", None, "$SYS"));
         assert!(s.can_write("c", None, "$SYSTEM"));
+        // A bridge's notifications, as Mosquitto allows them.
+        assert!(s.can_write("c", None, "$SYS/broker/connection/b1/state"));
+        assert!(!s.can_write("c", None, "$SYS/broker/connection//state"));
+        assert!(!s.can_write("c", None, "$SYS/broker/connection/b1/state/x"));
+        assert!(!s.can_write("c", None, "$SYS/broker/connection/+/state"));
     }
 
     #[test]

@@ -64,12 +64,19 @@ pub struct Mosquitto {
     pub wrong_name_port: u16,
     /// The certificates the TLS listeners use.
     pub certs: Certs,
+    /// Configuration lines added at the end (a bridge, say).
+    extra: String,
 }
 
 impl Mosquitto {
     /// Starts Mosquitto with anonymous access allowed and [`USER`] /
     /// [`PASSWORD`] in its password file.
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with("")
+    }
+
+    /// [`Mosquitto::start`], with `extra` appended to the configuration.
+    pub fn start_with(extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = Certs::generate(dir.path());
         let passwd = dir.path().join("passwd");
@@ -88,6 +95,7 @@ impl Mosquitto {
             mtls_port: 0,
             wrong_name_port: 0,
             certs,
+            extra: extra.to_owned(),
         };
         let mut last_log = String::new();
         for _ in 0..5 {
@@ -149,6 +157,7 @@ impl Mosquitto {
             cert = cert.display(),
             key = key.display(),
         );
+        let config = config + &self.extra;
         std::fs::write(d.join("mosquitto.conf"), config).expect("write config");
     }
 
