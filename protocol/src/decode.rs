@@ -13,6 +13,10 @@ use crate::packet::*;
 use crate::topic::valid_topic_filter_bytes;
 use crate::ByteStr;
 
+/// The most room [`decode`] makes for a packet before any of its body has
+/// arrived.
+const FIRST_ROOM: usize = 64 * 1024;
+
 /// The largest remaining length MQTT can frame, plus the largest fixed
 /// header: the default limit when the caller has none.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
@@ -115,11 +119,15 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         });
     }
     if buf.len() < size {
-        // The size is within the limit now, so making room for the whole
-        // packet is safe and spares the reader repeated growth. Not with
-        // `reserve`: it may double the allocation, past the limit.
-        if buf.capacity() < size {
-            let mut room = BytesMut::with_capacity(size);
+        // Room for the rest of the packet, grown with what arrives: twice
+        // what is here (at least FIRST_ROOM), never past the packet's size.
+        // A claimed length alone, within the limit, commits no more than
+        // that, whatever many connections claim; a packet that does come
+        // is copied a few times at most. Not with `reserve`: it may double
+        // the allocation, past the packet.
+        let room_for = size.min((buf.len() * 2).max(FIRST_ROOM));
+        if buf.capacity() < room_for {
+            let mut room = BytesMut::with_capacity(room_for);
             room.extend_from_slice(buf);
             *buf = room;
         }

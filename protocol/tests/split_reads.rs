@@ -264,3 +264,49 @@ fn read_end_of_stream_inside_a_packet_is_an_error() {
         other => panic!("expected an i/o error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_claimed_length_commits_memory_only_as_the_packet_arrives() {
+    // A PUBLISH claiming 1,000,000 bytes, within a 2 MiB limit: the header
+    // alone must not make the decoder set aside a megabyte (a thousand
+    // connections claiming it would be a gigabyte).
+    let size = 1_000_000usize;
+    let mut body = vec![0u8, 1, b't'];
+    body.resize(size, b'x');
+    let mut packet = vec![0x30];
+    let mut n = size;
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        packet.push(if n > 0 { byte | 0x80 } else { byte });
+        if n == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    let header_len = packet.len() - size;
+
+    let mut buf = BytesMut::from(&packet[..header_len]);
+    assert_eq!(decode(&mut buf, 2 << 20), Ok(None));
+    assert!(buf.capacity() <= 64 * 1024, "{} bytes set aside", buf.capacity());
+    // As it arrives, the room grows with it and never past the packet.
+    let mut fed = header_len;
+    let decoded = loop {
+        let end = (fed + 16 * 1024).min(packet.len());
+        buf.extend_from_slice(&packet[fed..end]);
+        fed = end;
+        match decode(&mut buf, 2 << 20).expect("valid") {
+            Some(p) => break p,
+            None => assert!(
+                buf.capacity() <= (2 * buf.len()).max(64 * 1024).min(packet.len()),
+                "{} set aside for {} received",
+                buf.capacity(),
+                buf.len()
+            ),
+        }
+    };
+    match decoded {
+        Packet::Publish(p) => assert_eq!(p.payload.len(), size - 3),
+        other => panic!("{other:?}"),
+    }
+}
