@@ -150,12 +150,20 @@ async fn a_bridge_level_0x84_is_served_and_not_sent_its_own_messages() {
     let mut other = broker.client("other").await;
     other.subscribe("b/#", QoS::AtLeastOnce).await;
 
-    bridge.publish("b/from-bridge", b"1", QoS::AtLeastOnce, false).await;
+    bridge
+        .publish("b/from-bridge", b"1", QoS::AtLeastOnce, false)
+        .await;
     let got = other.recv_and_ack().await;
     assert_eq!(&got.topic[..], "b/from-bridge");
-    other.publish("b/from-other", b"2", QoS::AtLeastOnce, false).await;
+    other
+        .publish("b/from-other", b"2", QoS::AtLeastOnce, false)
+        .await;
     let got = bridge.recv_and_ack().await;
-    assert_eq!(&got.topic[..], "b/from-other", "the bridge's own message came back");
+    assert_eq!(
+        &got.topic[..],
+        "b/from-other",
+        "the bridge's own message came back"
+    );
     // An ordinary client does get its own messages [MQTT-3.3.5-1].
     let got = other.recv_and_ack().await;
     assert_eq!(&got.topic[..], "b/from-other");

@@ -114,6 +114,17 @@ pub struct LimitsConfig {
     pub max_queued_messages: usize,
     /// Seconds a new connection has to send CONNECT. Default 10.
     pub connect_timeout_s: u64,
+    /// Most levels a topic name or topic filter may have. Each level of a
+    /// subscription or retained topic is a node of a tree (about 1 KB for
+    /// a subscription), so without a bound one 64 KB filter of 30,000
+    /// levels costs some 30 MB. A deeper filter gets SUBACK 0x80; a deeper
+    /// PUBLISH or will topic closes the connection. Default 200, as
+    /// Mosquitto's `TOPIC_HIERARCHY_LIMIT`.
+    pub max_topic_levels: usize,
+    /// Most subscriptions one client (its session) may hold; filters past
+    /// it get SUBACK 0x80. Re-subscribing to a held filter always works.
+    /// Default 10,000.
+    pub max_subscriptions: usize,
 }
 
 impl Default for LimitsConfig {
@@ -124,6 +135,8 @@ impl Default for LimitsConfig {
             max_inflight: 100,
             max_queued_messages: 1000,
             connect_timeout_s: 10,
+            max_topic_levels: 200,
+            max_subscriptions: 10_000,
         }
     }
 }
@@ -395,6 +408,12 @@ impl Config {
         }
         if l.connect_timeout_s == 0 {
             return Err(bad("limits.connect_timeout_s", "must be at least 1".into()));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(bad("limits.max_topic_levels", "must be at least 1".into()));
+        }
+        if l.max_subscriptions == 0 {
+            return Err(bad("limits.max_subscriptions", "must be at least 1".into()));
         }
         if self.persistence.sync_interval_ms == 0 {
             return Err(bad(

@@ -34,6 +34,8 @@ fn the_defaults_are_the_documented_values() {
     assert_eq!(c.limits.max_inflight, 100);
     assert_eq!(c.limits.max_queued_messages, 1000);
     assert_eq!(c.limits.connect_timeout_s, 10);
+    assert_eq!(c.limits.max_topic_levels, 200);
+    assert_eq!(c.limits.max_subscriptions, 10_000);
     assert_eq!(c.sys.interval_s, 10);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.validate("defaults").map_err(|e| e.to_string()), Ok(()));
@@ -151,6 +153,16 @@ fn out_of_range_values_are_refused_with_their_bounds() {
         (
             "[limits]\nconnect_timeout_s = 0\n",
             "limits.connect_timeout_s",
+            "at least 1",
+        ),
+        (
+            "[limits]\nmax_topic_levels = 0\n",
+            "limits.max_topic_levels",
+            "at least 1",
+        ),
+        (
+            "[limits]\nmax_subscriptions = 0\n",
+            "limits.max_subscriptions",
             "at least 1",
         ),
         ("[limits]\nmax_inflight = -1\n", "limits.max_inflight", "-1"),

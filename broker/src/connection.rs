@@ -83,6 +83,8 @@ pub(crate) enum Close {
     TakenOver,
     #[error("broker shutting down")]
     Shutdown,
+    #[error("{0} has more than limits.max_topic_levels = {1} levels")]
+    TooManyLevels(&'static str, usize),
 }
 
 impl Close {
@@ -97,7 +99,11 @@ impl Close {
     fn is_violation(&self) -> bool {
         matches!(
             self,
-            Close::Decode(_) | Close::Protocol(_) | Close::NotConnect(_) | Close::ConnectTimeout(_)
+            Close::Decode(_)
+                | Close::Protocol(_)
+                | Close::NotConnect(_)
+                | Close::ConnectTimeout(_)
+                | Close::TooManyLevels(..)
         )
     }
 }
@@ -369,6 +375,12 @@ where
             };
             self.tally.on_packet_in();
             self.deadline_moved = true;
+            let max_levels = self.shared.config.limits.max_topic_levels;
+            // Checked before the session sees it: no acknowledgement is
+            // queued and no QoS 2 id is kept for a PUBLISH that is refused.
+            if matches!(&packet, Packet::Publish(p) if too_deep(&p.topic, max_levels)) {
+                return Err(Close::TooManyLevels("PUBLISH topic", max_levels));
+            }
             match self.session.handle_incoming(packet, now)? {
                 None => {}
                 Some(Event::Publish(p)) => self.on_publish(p),
@@ -454,26 +466,54 @@ where
     }
 
     fn on_subscribe(&mut self, s: Subscribe) {
+        let limits = &self.shared.config.limits;
+        let (max_levels, max_subs) = (limits.max_topic_levels, limits.max_subscriptions);
+        // Retained messages beyond the queue's room would only be dropped:
+        // they are not collected (a SUBSCRIBE repeating `#` thousands of
+        // times must not gather every retained message each time).
+        let room = limits
+            .max_queued_messages
+            .saturating_sub(self.session.pending_len());
         let mut results = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
-        for f in s.filters {
-            let code = if self.shared.auth.may_subscribe(&self.info(), &f.filter) {
+        let (mut held, mut refused) = (self.session.subscription_count(), 0);
+        let mut dropped = 0u64;
+        // Filters granted by this packet: a repeated one is subscribed again
+        // (its QoS replaces) but neither counts again nor collects the
+        // retained messages again.
+        let mut granted = std::collections::HashSet::new();
+        for f in &s.filters {
+            let repeated = granted.contains(f.filter.as_str());
+            let new = !repeated && !self.session.is_subscribed(&f.filter);
+            let code = if too_deep(&f.filter, max_levels) || (new && held >= max_subs) {
+                refused += 1;
+                SubscribeReturnCode::Failure
+            } else if self.shared.auth.may_subscribe(&self.info(), &f.filter) {
+                held += usize::from(new);
+                granted.insert(f.filter.as_str());
                 // Granted as asked: the broker serves every QoS.
                 self.shared
                     .router
                     .subscribe(&f.filter, &self.mailbox, f.qos);
-                self.shared
-                    .router
-                    .retained_for(&f.filter, f.qos, &mut retained);
+                if !repeated {
+                    let router = &self.shared.router;
+                    dropped += router.retained_for(&f.filter, f.qos, &mut retained, room) as u64;
+                }
                 SubscribeReturnCode::Success(f.qos)
             } else {
                 SubscribeReturnCode::Failure
             };
-            results.push((f.filter, code));
+            results.push((f.filter.clone(), code));
+        }
+        if refused > 0 {
+            warn!(
+                client_id = %self.session.client_id(), refused,
+                max_subscriptions = max_subs, max_topic_levels = max_levels,
+                "subscriptions refused (SUBACK 0x80): too many, or too many topic levels"
+            );
         }
         // SUBACK first, then the retained messages [MQTT-3.3.1-6].
         self.session.subscribed(s.pkid, &results);
-        let mut dropped = 0;
         for mut d in retained {
             if d.qos != QoS::AtMostOnce {
                 // Numbered like the mailbox's own: a persistent session
@@ -593,7 +633,9 @@ where
     }
 
     fn publish_will(&self, will: &LastWill) {
-        if !sys::client_may_write(&will.topic) || !self.shared.auth.may_publish(&self.info(), &will.topic) {
+        if !sys::client_may_write(&will.topic)
+            || !self.shared.auth.may_publish(&self.info(), &will.topic)
+        {
             debug!(client_id = %self.session.client_id(), topic = %will.topic, "will not published: not allowed");
             return;
         }
@@ -601,6 +643,13 @@ where
         let router = &self.shared.router;
         router.publish(&will.topic, &will.payload, will.qos, will.retain);
     }
+}
+
+/// Whether a topic name or filter has more than `max` levels. A topic of
+/// `n` bytes has at most `n + 1` levels, so the common short topic is not
+/// scanned.
+pub(crate) fn too_deep(topic: &str, max: usize) -> bool {
+    topic.len() >= max && topic.bytes().filter(|&b| b == b'/').count() >= max
 }
 
 /// A publisher's wait for a congested subscriber

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::auth::ClientInfo;
 use crate::conn_io::{read_some, Io};
-use crate::connection::{log_close, Accepted, Close, Connection};
+use crate::connection::{log_close, too_deep, Accepted, Close, Connection};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 use crate::registry::Claim;
@@ -70,6 +70,14 @@ where
         }
     };
     Metrics::add(&shared.metrics.messages_received, 1);
+    let max_levels = shared.config.limits.max_topic_levels;
+    if let Some(will) = connect.last_will.as_ref() {
+        if too_deep(&will.topic, max_levels) {
+            let close = Close::TooManyLevels("will topic", max_levels);
+            log_close(peer, Some(connect.client_id.as_str()), &close);
+            return None;
+        }
+    }
     let conn_id = shared.next_conn_id();
     let client_id = match check_client_id(&connect, &shared, conn_id) {
         Ok(id) => id,

@@ -284,9 +284,24 @@ impl Router {
     }
 
     /// The retained messages matching `filter`, as deliveries at
-    /// min(published, `granted`) with RETAIN set [MQTT-3.3.1-8].
-    pub fn retained_for(&self, filter: &str, granted: QoS, out: &mut Vec<Delivery>) {
+    /// min(published, `granted`) with RETAIN set [MQTT-3.3.1-8], added to
+    /// `out` while it holds fewer than `limit`; returns how many matched
+    /// past that. The limit is the room in the subscriber's queue: without
+    /// it a SUBSCRIBE repeating `#` could collect every retained message
+    /// once per filter before the queue dropped them.
+    pub fn retained_for(
+        &self,
+        filter: &str,
+        granted: QoS,
+        out: &mut Vec<Delivery>,
+        limit: usize,
+    ) -> usize {
+        let mut over = 0;
         self.retained.for_each_match(filter, &mut |msg| {
+            if out.len() >= limit {
+                over += 1;
+                return;
+            }
             out.push(Delivery {
                 msg: msg.clone(),
                 qos: msg.qos().min(granted),
@@ -294,6 +309,7 @@ impl Router {
                 seq: 0,
             })
         });
+        over
     }
 
     /// The number of subscriptions.
@@ -410,7 +426,7 @@ mod tests {
         assert_eq!(r.publish("t/1", b"x", QoS::ExactlyOnce, true), 0);
         assert_eq!(r.retained_count(), 1);
         let mut out = Vec::new();
-        r.retained_for("t/#", QoS::AtLeastOnce, &mut out);
+        r.retained_for("t/#", QoS::AtLeastOnce, &mut out, usize::MAX);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].qos, out[0].retain), (QoS::AtLeastOnce, true));
         r.publish("t/1", b"", QoS::AtMostOnce, true);

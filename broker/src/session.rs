@@ -300,6 +300,16 @@ impl Session {
             .map(|(f, q)| (f.as_str(), *q))
     }
 
+    /// The number of subscriptions the session holds.
+    pub fn subscription_count(&self) -> usize {
+        self.state.subscriptions.len()
+    }
+
+    /// Whether the session holds a subscription to exactly `filter`.
+    pub fn is_subscribed(&self, filter: &str) -> bool {
+        self.state.subscriptions.contains_key(filter)
+    }
+
     /// The number of unacknowledged outgoing messages.
     pub fn inflight_len(&self) -> usize {
         self.state.inflight.len()
