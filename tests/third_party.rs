@@ -7,41 +7,14 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use midge_protocol::QoS;
+use support::paho::{assert_success, run_paho, SCRIPT_TIMEOUT};
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
-
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(40);
-
-fn python_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python")
-}
-
-/// Fails with a clear message unless python3 with paho-mqtt 2.x is there.
-async fn require_paho() {
-    let probe = Command::new("python3")
-        .args([
-            "-c",
-            "import paho.mqtt; assert int(paho.mqtt.__version__.split('.')[0]) >= 2, paho.mqtt.__version__",
-        ])
-        .output()
-        .await;
-    match probe {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "paho-mqtt 2.x for python3 is required: `python3 -m pip install 'paho-mqtt>=2,<3'` \
-             (scripts/test.sh installs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!("python3 is required to run the paho-mqtt tests: {e}"),
-    }
-}
 
 /// Fails with a clear message unless the Mosquitto clients are there.
 fn require_mosquitto_clients() {
@@ -54,37 +27,6 @@ fn require_mosquitto_clients() {
             "{tool} is required: `apt-get install mosquitto-clients` (scripts/test.sh installs it)"
         );
     }
-}
-
-/// Runs `tests/python/<script>` against `broker` and asserts it passed.
-async fn run_paho(broker: &TestBroker, script: &str) {
-    require_paho().await;
-    let out = timeout(
-        SCRIPT_TIMEOUT,
-        Command::new("python3")
-            .arg(python_dir().join(script))
-            .arg(broker.addr.ip().to_string())
-            .arg(broker.addr.port().to_string())
-            // No __pycache__ in the source tree.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{script} still running after {SCRIPT_TIMEOUT:?}"))
-    .expect("run python3");
-    assert_success(script, &out);
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! Shared test support: an in-process broker fixture and a raw-packet MQTT
-//! client.
+//! client; [`paho`] runs the paho-mqtt scripts of `tests/python/`.
 //!
 //! The client speaks bytes over a plain `TcpStream` and uses only the codec,
 //! never the client crate, so a test sees exactly what the broker put on the
@@ -10,6 +10,8 @@
 //! Each test file includes this module with `mod support;` and uses only a
 //! part of it.
 #![allow(dead_code)]
+
+pub mod paho;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
