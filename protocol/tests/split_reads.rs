@@ -288,7 +288,11 @@ fn a_claimed_length_commits_memory_only_as_the_packet_arrives() {
 
     let mut buf = BytesMut::from(&packet[..header_len]);
     assert_eq!(decode(&mut buf, 2 << 20), Ok(None));
-    assert!(buf.capacity() <= 64 * 1024, "{} bytes set aside", buf.capacity());
+    assert!(
+        buf.capacity() <= 64 * 1024,
+        "{} bytes set aside",
+        buf.capacity()
+    );
     // As it arrives, the room grows with it and never past the packet.
     let mut fed = header_len;
     let decoded = loop {
