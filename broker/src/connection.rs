@@ -134,8 +134,12 @@ where
     // the box, the token and the permit (not the arguments a second time).
     let token = shutdown.clone();
     let handshake = Box::pin(async move {
+        // One deadline for the TLS handshake and CONNECT together, so a TLS
+        // peer cannot hold a slot for twice `connect_timeout_s`.
+        let timeout = std::time::Duration::from_secs(shared.config.limits.connect_timeout_s);
+        let deadline = tokio::time::Instant::now() + timeout;
         let (stream, cert) = open.await?;
-        accept(stream, peer, cert, shared, token).await
+        accept(stream, peer, cert, shared, token, deadline).await
     });
     async move {
         let Some((conn, live, _exited)) = handshake.await else {

@@ -36,12 +36,14 @@ const MQTT31_MAX_CLIENT_ID: usize = 23;
 const REFUSAL_READ_TIMEOUT_S: u64 = 5;
 
 /// The CONNECT phase, to CONNACK: `None` when the connection ended in it.
+/// CONNECT must have come by `deadline` (`connect_timeout_s` from accept).
 pub(crate) async fn accept<S>(
     stream: S,
     peer: SocketAddr,
     cert: Option<PeerIdentity>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    deadline: tokio::time::Instant,
 ) -> Option<Accepted<S>>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -50,7 +52,7 @@ where
     let timeout_s = shared.config.limits.connect_timeout_s;
     let first = tokio::select! {
         _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(Duration::from_secs(timeout_s), read_connect(&mut io, &shared)) => r,
+        r = tokio::time::timeout_at(deadline, read_connect(&mut io, &shared)) => r,
     };
     let mut connect = match first {
         Ok(Ok(connect)) => connect,

@@ -183,6 +183,46 @@ async fn a_silent_client_does_not_hold_up_other_handshakes() {
 }
 
 #[tokio::test]
+async fn the_connect_timeout_counts_from_accept_not_from_the_tls_handshake() {
+    // connect_timeout_s covers the handshake and CONNECT together: a peer
+    // that handshakes late and then stays silent is closed one timeout
+    // after it connected, not two.
+    let pki = Pki::new();
+    let mut cfg = config(
+        vec![listener(Some(pki.tls(false, false, false)))],
+        AuthConfig::default(),
+    );
+    cfg.limits.connect_timeout_s = 2;
+    let broker = start(cfg).await;
+    let addr = broker.local_addrs()[0];
+    let started = tokio::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(pki.client(&TLS13, None)));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector
+        .connect(name, stream)
+        .await
+        .expect("handshake in time");
+    // Silent from here: the broker must close by 2 s from accept (the old
+    // rule gave 1.5 + 2 = 3.5 s). 3 s leaves room for a loaded machine.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        tls.read(&mut byte).await
+    })
+    .await
+    .expect("closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let after = started.elapsed();
+    assert!(
+        after < Duration::from_millis(3000),
+        "closed after {after:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn unusable_certificate_files_stop_start_up_with_the_file_named() {
     let pki = Pki::new();
     let start_err = |tls| async move {
