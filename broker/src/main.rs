@@ -1,6 +1,6 @@
 //! The `midge` command: load the configuration, start the broker, reload
-//! its password, ACL and certificate files on SIGHUP, stop it on SIGINT or
-//! SIGTERM. `midge passwd` manages password files; `midge health` checks a
+//! its `[auth]` section and its password, ACL and certificate files on
+//! SIGHUP, stop it on SIGINT or SIGTERM. `midge passwd` manages password files; `midge health` checks a
 //! running broker (for container health checks).
 //!
 //! Logs go to standard error, as text lines or (`[log] format = "json"`)
@@ -88,9 +88,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(dir) = cli.data_dir {
+    if let Some(dir) = &cli.data_dir {
         // A flag: the strongest layer, over file and environment.
-        config.persistence.dir = dir;
+        config.persistence.dir = dir.clone();
     }
     if cli.print_config {
         print!("{}", config.to_toml());
@@ -111,14 +111,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(config, Shards::new(shards.handles().to_vec())));
+    let reread = Reread {
+        opts,
+        data_dir: cli.data_dir,
+    };
+    let code = runtime.block_on(run(config, reread, Shards::new(shards.handles().to_vec())));
     // Tasks that did not stop in time must not hold the process.
     runtime.shutdown_timeout(Duration::from_millis(100));
     shards.stop();
     code
 }
 
-async fn run(config: Config, shards: Shards) -> ExitCode {
+/// How the configuration was made, to make it again on SIGHUP.
+struct Reread {
+    opts: LoadOptions,
+    data_dir: Option<PathBuf>,
+}
+
+impl Reread {
+    fn load(&self) -> Result<Config, midge_broker::config::ConfigError> {
+        let mut config = Config::load(&self.opts)?;
+        if let Some(dir) = &self.data_dir {
+            config.persistence.dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+async fn run(config: Config, reread: Reread, shards: Shards) -> ExitCode {
     let broker = match Broker::start_sharded(config, shards).await {
         Ok(broker) => broker,
         Err(e @ (BrokerError::Config(_) | BrokerError::Auth(_) | BrokerError::Tls { .. })) => {
@@ -131,7 +151,7 @@ async fn run(config: Config, shards: Shards) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match wait_for_signal(&broker).await {
+    match wait_for_signal(&broker, &reread).await {
         Ok(name) => tracing::info!(signal = name, "stopping"),
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for signals");
@@ -174,10 +194,9 @@ fn init_logging(log: &LogConfig) {
     }
 }
 
-/// Waits for SIGTERM or SIGINT, reloading the security files on each
-/// SIGHUP meanwhile.
+/// Waits for SIGTERM or SIGINT, reloading on each SIGHUP meanwhile.
 #[cfg(unix)]
-async fn wait_for_signal(broker: &Broker) -> std::io::Result<&'static str> {
+async fn wait_for_signal(broker: &Broker, reread: &Reread) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -186,16 +205,41 @@ async fn wait_for_signal(broker: &Broker) -> std::io::Result<&'static str> {
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => match broker.reload() {
-                Ok(()) => tracing::info!("SIGHUP: password, ACL and certificate files reloaded"),
-                Err(e) => tracing::error!("SIGHUP: reload failed, previous files kept: {e}"),
-            },
+            _ = hup.recv() => reload(broker, reread),
         }
     }
 }
 
+/// SIGHUP: the configuration file again, then its `[auth]` and the
+/// password, ACL and certificate files; what else changed waits for a
+/// restart, and says so. A file that does not load changes nothing.
+#[cfg(unix)]
+fn reload(broker: &Broker, reread: &Reread) {
+    let config = match reread.load() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("SIGHUP: reload failed, previous configuration kept: {e}");
+            return;
+        }
+    };
+    match broker.reload_config(&config) {
+        Ok(later) => {
+            tracing::info!(
+                "SIGHUP: configuration [auth], password, ACL and certificate files reloaded"
+            );
+            for section in later {
+                tracing::warn!(
+                    section,
+                    "SIGHUP: [{section}] changed: it applies after a restart"
+                );
+            }
+        }
+        Err(e) => tracing::error!("SIGHUP: reload failed, previous files kept: {e}"),
+    }
+}
+
 #[cfg(not(unix))]
-async fn wait_for_signal(_broker: &Broker) -> std::io::Result<&'static str> {
+async fn wait_for_signal(_broker: &Broker, _reread: &Reread) -> std::io::Result<&'static str> {
     tokio::signal::ctrl_c().await?;
     Ok("Ctrl-C")
 }

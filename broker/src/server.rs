@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::auth::state::FileAuthorizer;
+use crate::auth::state::{AuthConfig, FileAuthorizer};
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::connection;
@@ -178,9 +178,39 @@ impl Broker {
     /// handshakes use the new certificates. Whatever fails to load keeps
     /// its previous version, and the error says which and why.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        self.reload_files(None)
+    }
+
+    /// What SIGHUP does with a re-read configuration file: `[auth]` is
+    /// applied from `config` (other password or ACL files, another
+    /// `allow_anonymous`), and the files are re-read as in
+    /// [`Broker::reload`]. Returns the other sections whose values changed
+    /// and apply only after a restart.
+    pub fn reload_config(&self, config: &Config) -> Result<Vec<&'static str>, ReloadError> {
+        self.reload_files(Some(&config.auth))?;
+        let running = &self.shared.config;
+        let sections = [
+            ("listeners", config.listeners != running.listeners),
+            ("limits", config.limits != running.limits),
+            ("sys", config.sys != running.sys),
+            ("log", config.log != running.log),
+            ("persistence", config.persistence != running.persistence),
+            ("metrics", config.metrics != running.metrics),
+        ];
+        Ok(sections
+            .into_iter()
+            .filter_map(|(name, changed)| changed.then_some(name))
+            .collect())
+    }
+
+    fn reload_files(&self, auth_config: Option<&AuthConfig>) -> Result<(), ReloadError> {
         let mut failed = Vec::new();
         if let Some(auth) = &self.file_auth {
-            if let Err(e) = auth.reload() {
+            let reloaded = match auth_config {
+                Some(config) => auth.reload_with(config),
+                None => auth.reload(),
+            };
+            if let Err(e) = reloaded {
                 failed.push(e.to_string());
             }
         }

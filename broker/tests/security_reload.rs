@@ -203,6 +203,58 @@ interval_s = 0
     assert!(alice.ping().await);
 }
 
+#[tokio::test]
+async fn sighup_applies_the_auth_section_of_the_edited_config_file() {
+    let pki = Pki::new();
+    let passwd = pki.path("passwd");
+    let passwd = passwd.to_str().expect("utf-8");
+    midge_passwd(&["-c", "-b", passwd, "alice", "one"]);
+    let port = free_port();
+    let toml = |anonymous: bool, inflight: u32| {
+        format!(
+            "[[listeners]]\nbind = \"127.0.0.1:{port}\"\n\
+             [limits]\nmax_inflight = {inflight}\n\
+             [auth]\npassword_file = \"{passwd}\"\nallow_anonymous = {anonymous}\n\
+             [sys]\ninterval_s = 0\n"
+        )
+    };
+    pki.write("midge.toml", &toml(true, 100));
+    let mut midge = Midge::start(&pki.path("midge.toml"));
+    midge.wait_for(&[&format!("127.0.0.1:{port}"), "anonymous allowed"]);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut anon = tcp(addr).await;
+    assert_eq!(anon.connect("anon", None, None).await, ACCEPTED);
+
+    // Anonymous access turned off in the file: new anonymous clients are
+    // refused (0x05), the connected one stays; a changed [limits] is
+    // reported as waiting for a restart.
+    pki.write("midge.toml", &toml(false, 50));
+    midge.sighup();
+    midge.wait_for(&["reloaded"]);
+    midge.wait_for(&["limits", "restart"]);
+    assert_eq!(
+        tcp(addr).await.connect("anon-2", None, None).await,
+        Some(ConnectReturnCode::NotAuthorized)
+    );
+    assert_eq!(
+        tcp(addr)
+            .await
+            .connect("alice", Some("alice"), Some("one"))
+            .await,
+        ACCEPTED
+    );
+    assert!(anon.ping().await, "the connected client stays");
+
+    // A file that does not load changes nothing.
+    pki.write("midge.toml", &(toml(true, 50) + "[auth.typo]\n"));
+    midge.sighup();
+    midge.wait_for(&["previous configuration kept"]);
+    assert_eq!(
+        tcp(addr).await.connect("anon-3", None, None).await,
+        Some(ConnectReturnCode::NotAuthorized)
+    );
+}
+
 #[test]
 fn a_non_loopback_listener_allowing_anonymous_access_is_warned_about() {
     let pki = Pki::new();

@@ -285,7 +285,15 @@ impl FileAuthorizer {
 
     /// Re-reads the files; on error the current state stays in force.
     pub fn reload(&self) -> Result<(), AuthError> {
-        let fresh = self.state.load().reload()?;
+        let config = self.state.load().config().clone();
+        self.reload_with(&config)
+    }
+
+    /// Loads `config` (a re-read `[auth]`: other files, or another
+    /// `allow_anonymous`) in place of the state in force; on error that
+    /// state stays.
+    pub fn reload_with(&self, config: &AuthConfig) -> Result<(), AuthError> {
+        let fresh = AuthState::load(config)?;
         let has_acl = fresh.acl.is_some();
         self.state.store(Arc::new(fresh));
         self.has_acl.store(has_acl, Ordering::Release);
