@@ -133,6 +133,26 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
         }
         return Ok(None);
     }
+    // The acknowledgements, most of what a subscriber sends: read in place,
+    // without making the buffer shared for a two-byte body.
+    if header.remaining_len == 2 {
+        let ack: Option<fn(PacketId) -> Packet> = match packet_type {
+            PacketType::PubAck => Some(Packet::PubAck),
+            PacketType::PubRec => Some(Packet::PubRec),
+            PacketType::PubRel => Some(Packet::PubRel),
+            PacketType::PubComp => Some(Packet::PubComp),
+            PacketType::UnsubAck => Some(Packet::UnsubAck),
+            _ => None,
+        };
+        if let Some(ack) = ack {
+            let at = header.header_len;
+            let id = u16::from_be_bytes([buf[at], buf[at + 1]]);
+            // [MQTT-2.3.1-1]
+            let pkid = PacketId::new(id).ok_or(DecodeError::ZeroPacketId)?;
+            buf.advance(size);
+            return Ok(Some(ack(pkid)));
+        }
+    }
     let mut body = buf.split_to(size).freeze();
     body.advance(header.header_len);
     decode_body(packet_type, header.byte1 & 0x0f, body).map(Some)
