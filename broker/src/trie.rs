@@ -14,6 +14,11 @@
 //! | `#`, `+/x` | `x/y`, `a/x`              | `$SYS/x` [MQTT-4.7.2-1] |
 //! | `$SYS/#`   | `$SYS/broker/uptime`      | `SYS/x`                 |
 //!
+//! A level costs one small node (a test keeps it at 40 bytes) plus its
+//! name: children sit in an exactly sized list until there are many, and
+//! subscriber lists are allocated only where filters end. The
+//! `trie_memory` bench measures it.
+//!
 //! The trie stores any value `V` per `(filter, subscriber id)`; the broker
 //! stores the subscriber's mailbox and granted QoS. Filters must be valid
 //! (the codec checks them).
@@ -29,8 +34,17 @@ pub struct Trie<V> {
 
 #[derive(Debug)]
 struct Node<V> {
-    children: HashMap<Box<str>, Node<V>>,
+    children: Children<V>,
     plus: Option<Box<Node<V>>>,
+    /// The filters ending at this level, if any.
+    ends: Option<Box<Ends<V>>>,
+}
+
+/// The subscribers of the filters that end at one node. Boxed, because
+/// most nodes are inner levels and have none: inline they would more than
+/// double the size of every node.
+#[derive(Debug)]
+struct Ends<V> {
     /// Filters ending in `#` at this level.
     hash: Subs<V>,
     /// Filters ending exactly at this level.
@@ -40,20 +54,120 @@ struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: Children::default(),
             plus: None,
-            hash: Subs::default(),
-            exact: Subs::default(),
+            ends: None,
         }
     }
 }
 
 impl<V> Node<V> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.hash.list.is_empty()
-            && self.exact.list.is_empty()
+        self.children.is_empty() && self.plus.is_none() && self.ends.is_none()
+    }
+}
+
+/// A node's literal children. Most levels have one child or a few (a long
+/// filter is a chain of one-child levels), and the smallest hash table holds
+/// four entries plus control bytes, so a few children live in an exactly
+/// sized vector searched linearly: comparing a few short strings is also
+/// faster than hashing one with SipHash. Past [`LIST_MAX`] children a map
+/// keeps lookups O(1); it stays keyed with `RandomState` because the levels
+/// come from peers' SUBSCRIBEs.
+#[derive(Debug)]
+enum Children<V> {
+    List(Vec<(Box<str>, Node<V>)>),
+    // Boxed so that the enum is no bigger than the vector.
+    #[allow(clippy::box_collection)]
+    Map(Box<HashMap<Box<str>, Node<V>>>),
+}
+
+/// The most children kept in a [`Children::List`].
+const LIST_MAX: usize = 8;
+
+impl<V> Default for Children<V> {
+    fn default() -> Self {
+        Children::List(Vec::new())
+    }
+}
+
+impl<V> Children<V> {
+    fn len(&self) -> usize {
+        match self {
+            Children::List(list) => list.len(),
+            Children::Map(map) => map.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, level: &str) -> Option<&Node<V>> {
+        match self {
+            Children::List(list) => list.iter().find(|(k, _)| **k == *level).map(|(_, n)| n),
+            Children::Map(map) => map.get(level),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
+        match self {
+            Children::List(list) => list.iter_mut().find(|(k, _)| **k == *level).map(|(_, n)| n),
+            Children::Map(map) => map.get_mut(level),
+        }
+    }
+
+    fn get_or_insert(&mut self, level: &str) -> &mut Node<V> {
+        if let Children::List(list) = self {
+            if list.len() >= LIST_MAX && !list.iter().any(|(k, _)| **k == *level) {
+                let map = std::mem::take(list).into_iter().collect();
+                *self = Children::Map(Box::new(map));
+            }
+        }
+        match self {
+            Children::List(list) => {
+                let pos = match list.iter().position(|(k, _)| **k == *level) {
+                    Some(pos) => pos,
+                    None => {
+                        // Exactly sized: the usual one child costs one node,
+                        // not the four a doubling vector starts with.
+                        list.reserve_exact(1);
+                        list.push((level.into(), Node::default()));
+                        list.len() - 1
+                    }
+                };
+                &mut list[pos].1
+            }
+            Children::Map(map) => map.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::List(list) => {
+                if let Some(pos) = list.iter().position(|(k, _)| **k == *level) {
+                    list.swap_remove(pos);
+                    list.shrink_to_fit();
+                }
+            }
+            Children::Map(map) => {
+                map.remove(level);
+                // Back to a list well below the switch, so that one level
+                // going and coming back does not convert every time.
+                if map.len() <= LIST_MAX / 2 {
+                    let list: Vec<_> = std::mem::take(&mut **map).into_iter().collect();
+                    *self = Children::List(list);
+                }
+            }
+        }
+    }
+
+    /// Moves every child into `work`, leaving none.
+    fn drain_into(&mut self, work: &mut Vec<Node<V>>) {
+        match std::mem::take(self) {
+            Children::List(list) => work.extend(list.into_iter().map(|(_, n)| n)),
+            Children::Map(map) => work.extend(map.into_values()),
+        }
     }
 }
 
@@ -62,7 +176,10 @@ impl<V> Node<V> {
 #[derive(Debug)]
 struct Subs<V> {
     list: Vec<(u64, V)>,
-    index: Option<HashMap<u64, usize>>,
+    /// Boxed: almost every filter has none, and a map inline would double
+    /// the size of [`Ends`].
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<u64, usize>>>,
 }
 
 impl<V> Default for Subs<V> {
@@ -88,12 +205,16 @@ impl<V> Subs<V> {
         if let Some(pos) = self.position(id) {
             return Some(std::mem::replace(&mut self.list[pos].1, value));
         }
+        if self.list.capacity() == 0 {
+            // Most filters have one subscriber: room for one, not four.
+            self.list.reserve_exact(1);
+        }
         self.list.push((id, value));
         if let Some(index) = &mut self.index {
             index.insert(id, self.list.len() - 1);
         } else if self.list.len() > INDEX_FROM {
             let index = self.list.iter().enumerate().map(|(p, (i, _))| (*i, p));
-            self.index = Some(index.collect());
+            self.index = Some(Box::new(index.collect()));
         }
         None
     }
@@ -106,6 +227,10 @@ impl<V> Subs<V> {
             if let Some((moved, _)) = self.list.get(pos) {
                 index.insert(*moved, pos);
             }
+        }
+        if self.list.is_empty() {
+            // Frees the list and index of a node that stays for its children.
+            *self = Subs::default();
         }
         Some(value)
     }
@@ -159,18 +284,18 @@ impl<V> Trie<V> {
         while let Some(levels) = rest {
             let (level, next) = split(levels);
             if level == "#" {
-                let old = node.hash.insert(id, value);
+                let old = node.ends_mut().hash.insert(id, value);
                 self.len += usize::from(old.is_none());
                 return old;
             }
             node = if level == "+" {
                 node.plus.get_or_insert_with(Box::default)
             } else {
-                node.children.entry(level.into()).or_default()
+                node.children.get_or_insert(level)
             };
             rest = next;
         }
-        let old = node.exact.insert(id, value);
+        let old = node.ends_mut().exact.insert(id, value);
         self.len += usize::from(old.is_none());
         old
     }
@@ -194,11 +319,15 @@ impl<V> Trie<V> {
             }
             node = node.child_mut(level)?;
         }
+        let ends = node.ends.as_deref_mut()?;
         let old = if hash {
-            node.hash.remove(id)
+            ends.hash.remove(id)
         } else {
-            node.exact.remove(id)
+            ends.exact.remove(id)
         }?;
+        if ends.hash.list.is_empty() && ends.exact.list.is_empty() {
+            node.ends = None;
+        }
         self.len -= 1;
         if node.is_empty() && !levels.is_empty() {
             let mut parent = &mut self.root;
@@ -223,30 +352,35 @@ impl<V> Trie<V> {
         let (level, next) = split(topic);
         // Wildcards at the first level never match `$` topics [MQTT-4.7.2-1].
         if !topic.starts_with('$') {
-            self.root.hash.for_each(&mut f);
+            if let Some(ends) = &self.root.ends {
+                ends.hash.for_each(&mut f);
+            }
             if let Some(plus) = &self.root.plus {
                 stack.push((plus, next));
             }
         }
-        if let Some(child) = self.root.children.get(level) {
-            stack.push((child, next));
-        }
-        // Each entry is the node of the level just matched and the levels
+        // The literal path is walked in place and only `+` branches wait on
+        // the stack, so a topic no `+` filter reaches never allocates it.
+        // Each step is the node of the level just matched and the levels
         // still to match below it.
-        while let Some((node, rest)) = stack.pop() {
+        let mut step = self.root.children.get(level).map(|child| (child, next));
+        while let Some((node, rest)) = step.take().or_else(|| stack.pop()) {
             // `#` also matches the parent level itself: `a/#` matches `a`.
-            node.hash.for_each(&mut f);
+            let ends = node.ends.as_deref();
+            if let Some(ends) = ends {
+                ends.hash.for_each(&mut f);
+            }
             let Some(levels) = rest else {
-                node.exact.for_each(&mut f);
+                if let Some(ends) = ends {
+                    ends.exact.for_each(&mut f);
+                }
                 continue;
             };
             let (level, next) = split(levels);
-            if let Some(child) = node.children.get(level) {
-                stack.push((child, next));
-            }
             if let Some(plus) = &node.plus {
                 stack.push((plus, next));
             }
+            step = node.children.get(level).map(|child| (child, next));
         }
     }
 }
@@ -255,9 +389,16 @@ impl<V> Node<V> {
     /// Whether the node must stay even if one of its edges goes: it has
     /// subscribers or more than one child.
     fn holds_more_than_one_edge(&self) -> bool {
-        !self.hash.list.is_empty()
-            || !self.exact.list.is_empty()
-            || self.children.len() + usize::from(self.plus.is_some()) > 1
+        self.ends.is_some() || self.children.len() + usize::from(self.plus.is_some()) > 1
+    }
+
+    fn ends_mut(&mut self) -> &mut Ends<V> {
+        self.ends.get_or_insert_with(|| {
+            Box::new(Ends {
+                hash: Subs::default(),
+                exact: Subs::default(),
+            })
+        })
     }
 
     fn child_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
@@ -290,7 +431,7 @@ impl<V> Drop for Node<V> {
 }
 
 fn take_children<V>(node: &mut Node<V>, work: &mut Vec<Node<V>>) {
-    work.extend(node.children.drain().map(|(_, child)| child));
+    node.children.drain_into(work);
     if let Some(plus) = node.plus.take() {
         work.push(*plus);
     }
@@ -386,7 +527,7 @@ mod tests {
         assert_eq!(trie.remove("a/+/c", 1), Some(0));
         assert_eq!(trie.remove("a/+/c", 1), None);
         assert_eq!(trie.remove("x/y", 1), None);
-        assert!(trie.root.children["a"].plus.is_none());
+        assert!(trie.root.children.get("a").expect("a").plus.is_none());
         assert_eq!(trie.remove("a/b/#", 2), Some(0));
         assert_eq!(matches(&trie, "a/b/c"), vec![(3, 0)]);
         assert_eq!(trie.remove("a/b/#", 3), Some(0));
@@ -432,5 +573,38 @@ mod tests {
                 drop(trie);
             });
         run.expect("thread").join().expect("no stack overflow");
+    }
+
+    #[test]
+    fn a_node_with_many_children_switches_to_a_map_and_back() {
+        let mut trie = Trie::new();
+        let n = 3 * LIST_MAX as u64;
+        for id in 0..n {
+            trie.insert(&format!("a/{id}/x"), id, 0u8);
+        }
+        let a = trie.root.children.get("a").expect("a");
+        assert!(matches!(a.children, Children::Map(_)));
+        for id in 0..n {
+            assert_eq!(matches(&trie, &format!("a/{id}/x")), vec![(id, 0)]);
+        }
+        for id in 0..n - 1 {
+            assert_eq!(trie.remove(&format!("a/{id}/x"), id), Some(0));
+        }
+        let a = trie.root.children.get("a").expect("a");
+        assert!(matches!(&a.children, Children::List(l) if l.len() == 1));
+        assert_eq!(matches(&trie, &format!("a/{}/x", n - 1)), vec![(n - 1, 0)]);
+        assert_eq!(matches(&trie, "a/0/x"), vec![]);
+    }
+
+    /// A node is paid once per topic level of every filter, next to its
+    /// level's name in its parent's child list. With the children as a hash
+    /// map and both subscriber lists inline it was 200 bytes, and a
+    /// one-child level cost a whole table: about 900 bytes a level. Now it
+    /// is a vector (24) and two pointers (the `+` child and the subscribers);
+    /// with its name, 56 bytes, in jemalloc's 64-byte size class.
+    #[test]
+    fn a_node_stays_small() {
+        assert!(std::mem::size_of::<Node<(u64, u64)>>() <= 40);
+        assert!(std::mem::size_of::<(Box<str>, Node<(u64, u64)>)>() <= 56);
     }
 }
