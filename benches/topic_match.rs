@@ -20,13 +20,23 @@
 //! - `match/linear_scan`: the same with `topic::matches` over every filter;
 //! - `churn/trie`: one subscribe plus one unsubscribe in the populated trie.
 //!
+//! The retained store (`midge_broker::retained::MemoryRetained`, read on
+//! every SUBSCRIBE) holds 100,000 random fleet topics:
+//!
+//! - `retained/exact`, `retained/device_hash` (`fleet/rR/dD/#`),
+//!   `retained/region_plus` (`fleet/rR/+/KIND`, ~500 messages): one lookup;
+//! - `retained/churn`: one topic retained, then cleared.
+//!
 //! `cargo bench -p midge --bench topic_match -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_main, Criterion, Throughput};
+use midge_broker::message::Message;
+use midge_broker::retained::{MemoryRetained, RetainedStore};
 use midge_broker::trie::Trie;
-use midge_protocol::topic;
+use midge_protocol::{topic, QoS};
 
 const SUBSCRIPTIONS: usize = 100_000;
 const REGIONS: u64 = 50;
@@ -131,8 +141,62 @@ fn bench_match(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_retained(c: &mut Criterion) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let msg = |t: &str, p: &[u8]| Message::new(t, p, QoS::AtMostOnce, true).expect("message");
+    let store = MemoryRetained::new();
+    for t in topics(&mut rng, SUBSCRIPTIONS) {
+        store.put(msg(&t, b"v"));
+    }
+    let probes = topics(&mut rng, 1024);
+    let filters = |f: fn(&mut Rng, &str) -> String| -> Vec<String> {
+        let mut rng = Rng(7);
+        probes.iter().map(|t| f(&mut rng, t)).collect()
+    };
+    let exact = filters(|_, t| t.to_owned());
+    let device = filters(|_, t| {
+        t.rsplit_once('/')
+            .map_or(t.into(), |(d, _)| format!("{d}/#"))
+    });
+    let region = filters(|rng, t| {
+        let r = t.split('/').nth(1).unwrap_or("r0");
+        format!("fleet/{r}/+/{}", rng.kind())
+    });
+
+    let mut group = c.benchmark_group("retained");
+    group.throughput(Throughput::Elements(1));
+    for (name, filters) in [
+        ("exact", &exact),
+        ("device_hash", &device),
+        ("region_plus", &region),
+    ] {
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % filters.len();
+                let mut n = 0usize;
+                store.for_each_match(black_box(&filters[i]), &mut |m| n += m.payload_len());
+                n
+            })
+        });
+    }
+    let (set, clear): (Vec<Arc<Message>>, Vec<Arc<Message>>) = probes
+        .iter()
+        .map(|t| (msg(&format!("{t}/x"), b"v"), msg(&format!("{t}/x"), b"")))
+        .unzip();
+    let mut i = 0;
+    group.bench_function("churn", |b| {
+        b.iter(|| {
+            i = (i + 1) % set.len();
+            store.put(set[i].clone());
+            store.put(clear[i].clone());
+        })
+    });
+    group.finish();
+}
+
 mod harness {
     #![allow(missing_docs)]
-    criterion::criterion_group!(benches, super::bench_match);
+    criterion::criterion_group!(benches, super::bench_match, super::bench_retained);
 }
 criterion_main!(harness::benches);

@@ -1,13 +1,17 @@
-//! The subscription trie's memory: live heap bytes after inserting a set of
-//! filters, counted by a global allocator that wraps the system one. Each
+//! The memory of the topic trees: live heap bytes after inserting a set of
+//! filters into the subscription trie, or of topics into the retained
+//! store, counted by a global allocator that wraps the system one. Each
 //! case reports the bytes asked for and the bytes they take once rounded up
 //! to jemalloc's size classes (what the `midge` binary allocates with).
+//! The retained messages are built first and not counted: only the tree
+//! that indexes them is.
 //!
-//! | case       | filters                                   | shows                      |
+//! | case       | filters or topics                         | shows                      |
 //! |------------|-------------------------------------------|----------------------------|
 //! | `chains`   | 10,000 of 20 levels, distinct below 2     | the cost of a one-child level |
 //! | `deep`     | 1,000 of 200 levels, distinct from 1      | the same, on long filters  |
 //! | `fleet`    | `topic_match`'s 100,000 device filters    | a realistic mix            |
+//! | `r-*`      | the same shapes as retained topics; `r-fleet` is 100,000 device status topics | the retained store |
 //!
 //! `cargo bench -p midge --bench trie_memory`
 
@@ -17,7 +21,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use std::sync::Arc;
+
+use midge_broker::message::Message;
+use midge_broker::retained::{MemoryRetained, RetainedStore};
 use midge_broker::trie::Trie;
+use midge_protocol::QoS;
 
 struct Counting;
 
@@ -63,30 +72,61 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Live heap bytes, asked for and size-classed, of a trie built from
-/// `filters` (the filters themselves are built first and not counted).
-fn measure(filters: &[String]) -> (usize, usize) {
+/// Live heap bytes, asked for and size-classed, of what `build` returns
+/// (its inputs are built first and not counted).
+fn measure<T>(build: impl FnOnce() -> T) -> (usize, usize) {
     let before = (LIVE.load(Relaxed), CLASSED.load(Relaxed));
-    let mut trie = Trie::new();
-    for (id, f) in filters.iter().enumerate() {
-        trie.insert(f, id as u64, ());
-    }
+    let built = build();
     let bytes = (
         LIVE.load(Relaxed) - before.0,
         CLASSED.load(Relaxed) - before.1,
     );
-    drop(trie);
+    drop(built);
     bytes
 }
 
-fn report(case: &str, filters: &[String], levels: usize) {
-    let (asked, classed) = measure(filters);
-    let n = filters.len() as f64;
+/// A subscription trie holding `filters`.
+fn trie(filters: &[String]) -> Trie<()> {
+    let mut trie = Trie::new();
+    for (id, f) in filters.iter().enumerate() {
+        trie.insert(f, id as u64, ());
+    }
+    trie
+}
+
+/// A retained store holding `msgs`.
+fn retained(msgs: &[Arc<Message>]) -> MemoryRetained {
+    let store = MemoryRetained::new();
+    for m in msgs {
+        store.put(m.clone());
+    }
+    store
+}
+
+fn messages(topics: &[String]) -> Vec<Arc<Message>> {
+    let msg = |t: &String| Message::new(t, b"v", QoS::AtMostOnce, true).expect("message");
+    topics.iter().map(msg).collect()
+}
+
+fn report_trie(case: &str, filters: &[String], levels: usize) {
+    let bytes = measure(|| trie(filters));
+    report(case, "filters", filters.len(), levels, bytes);
+}
+
+fn report_retained(case: &str, topics: &[String], levels: usize) {
+    let msgs = messages(topics);
+    let bytes = measure(|| retained(&msgs));
+    report(case, "topics", topics.len(), levels, bytes);
+}
+
+/// Prints one case: `n` filters or topics (`noun`) of `levels` levels in
+/// all, and the bytes [`measure`] counted.
+fn report(case: &str, noun: &str, n: usize, levels: usize, (asked, classed): (usize, usize)) {
+    let count = n;
+    let n = n as f64;
     println!(
-        "{case:6} {:>6} filters {:>6} levels: {:>5.1} MB asked ({:>7.1} B/filter, {:>5.1} B/level), \
-         {:>5.1} MB classed ({:>7.1} B/filter, {:>5.1} B/level)",
-        filters.len(),
-        levels,
+        "{case:8} {count:>6} {noun:7} {levels:>6} levels: {:>5.1} MB asked ({:>7.1} B/each, {:>5.1} B/level), \
+         {:>5.1} MB classed ({:>7.1} B/each, {:>5.1} B/level)",
         asked as f64 / 1e6,
         asked as f64 / n,
         asked as f64 / levels as f64,
@@ -140,10 +180,27 @@ fn fleet() -> Vec<String> {
         .collect()
 }
 
+/// 100,000 device status topics: `fleet/r{region}/d{device}/{kind}`.
+fn fleet_topics() -> Vec<String> {
+    let kinds = ["telemetry", "status", "alerts", "config"];
+    (0..100_000)
+        .map(|i| format!("fleet/r{}/d{}/{}", i % 50, i / 4, kinds[i % 4]))
+        .collect()
+}
+
+fn levels(names: &[String]) -> usize {
+    names.iter().map(|f| f.split('/').count()).sum()
+}
+
 fn main() {
-    report("chains", &chains(10_000, 20, 2), 10_000 * 20);
-    report("deep", &chains(1_000, 200, 1), 1_000 * 200);
+    let chains20 = chains(10_000, 20, 2);
+    let deep = chains(1_000, 200, 1);
     let fleet = fleet();
-    let levels = fleet.iter().map(|f| f.split('/').count()).sum();
-    report("fleet", &fleet, levels);
+    report_trie("chains", &chains20, levels(&chains20));
+    report_trie("deep", &deep, levels(&deep));
+    report_trie("fleet", &fleet, levels(&fleet));
+    let topics = fleet_topics();
+    report_retained("r-chains", &chains20, levels(&chains20));
+    report_retained("r-deep", &deep, levels(&deep));
+    report_retained("r-fleet", &topics, levels(&topics));
 }

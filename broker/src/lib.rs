@@ -37,6 +37,7 @@
 //! - [`message`]: a routed message, encoded once.
 //! - [`retained`] and [`store`]: retained messages and parked sessions,
 //!   in memory.
+//! - `levels`: a topic tree node's children, for [`trie`] and [`retained`].
 //! - [`persist`]: durability: the journal (group commit, checkpoints) that
 //!   keeps retained messages and persistent sessions on disk, and the
 //!   recovery that restores them from a data directory in any state.
@@ -169,6 +170,7 @@ mod handshake;
 pub mod health_cmd;
 pub mod http;
 pub mod keepalive;
+mod levels;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;

@@ -25,6 +25,8 @@
 
 use std::collections::HashMap;
 
+use crate::levels::Children;
+
 /// Subscriptions indexed by topic filter.
 #[derive(Debug)]
 pub struct Trie<V> {
@@ -34,7 +36,8 @@ pub struct Trie<V> {
 
 #[derive(Debug)]
 struct Node<V> {
-    children: Children<V>,
+    /// The literal children ([`crate::levels`]).
+    children: Children<Node<V>>,
     plus: Option<Box<Node<V>>>,
     /// The filters ending at this level, if any.
     ends: Option<Box<Ends<V>>>,
@@ -64,110 +67,6 @@ impl<V> Default for Node<V> {
 impl<V> Node<V> {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.plus.is_none() && self.ends.is_none()
-    }
-}
-
-/// A node's literal children. Most levels have one child or a few (a long
-/// filter is a chain of one-child levels), and the smallest hash table holds
-/// four entries plus control bytes, so a few children live in an exactly
-/// sized vector searched linearly: comparing a few short strings is also
-/// faster than hashing one with SipHash. Past [`LIST_MAX`] children a map
-/// keeps lookups O(1); it stays keyed with `RandomState` because the levels
-/// come from peers' SUBSCRIBEs.
-#[derive(Debug)]
-enum Children<V> {
-    List(Vec<(Box<str>, Node<V>)>),
-    // Boxed so that the enum is no bigger than the vector.
-    #[allow(clippy::box_collection)]
-    Map(Box<HashMap<Box<str>, Node<V>>>),
-}
-
-/// The most children kept in a [`Children::List`].
-const LIST_MAX: usize = 8;
-
-impl<V> Default for Children<V> {
-    fn default() -> Self {
-        Children::List(Vec::new())
-    }
-}
-
-impl<V> Children<V> {
-    fn len(&self) -> usize {
-        match self {
-            Children::List(list) => list.len(),
-            Children::Map(map) => map.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn get(&self, level: &str) -> Option<&Node<V>> {
-        match self {
-            Children::List(list) => list.iter().find(|(k, _)| **k == *level).map(|(_, n)| n),
-            Children::Map(map) => map.get(level),
-        }
-    }
-
-    fn get_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
-        match self {
-            Children::List(list) => list.iter_mut().find(|(k, _)| **k == *level).map(|(_, n)| n),
-            Children::Map(map) => map.get_mut(level),
-        }
-    }
-
-    fn get_or_insert(&mut self, level: &str) -> &mut Node<V> {
-        if let Children::List(list) = self {
-            if list.len() >= LIST_MAX && !list.iter().any(|(k, _)| **k == *level) {
-                let map = std::mem::take(list).into_iter().collect();
-                *self = Children::Map(Box::new(map));
-            }
-        }
-        match self {
-            Children::List(list) => {
-                let pos = match list.iter().position(|(k, _)| **k == *level) {
-                    Some(pos) => pos,
-                    None => {
-                        // Exactly sized: the usual one child costs one node,
-                        // not the four a doubling vector starts with.
-                        list.reserve_exact(1);
-                        list.push((level.into(), Node::default()));
-                        list.len() - 1
-                    }
-                };
-                &mut list[pos].1
-            }
-            Children::Map(map) => map.entry(level.into()).or_default(),
-        }
-    }
-
-    fn remove(&mut self, level: &str) {
-        match self {
-            Children::List(list) => {
-                if let Some(pos) = list.iter().position(|(k, _)| **k == *level) {
-                    list.swap_remove(pos);
-                    list.shrink_to_fit();
-                }
-            }
-            Children::Map(map) => {
-                map.remove(level);
-                // Back to a list well below the switch, so that one level
-                // going and coming back does not convert every time.
-                if map.len() <= LIST_MAX / 2 {
-                    let list: Vec<_> = std::mem::take(&mut **map).into_iter().collect();
-                    *self = Children::List(list);
-                }
-            }
-        }
-    }
-
-    /// Moves every child into `work`, leaving none.
-    fn drain_into(&mut self, work: &mut Vec<Node<V>>) {
-        match std::mem::take(self) {
-            Children::List(list) => work.extend(list.into_iter().map(|(_, n)| n)),
-            Children::Map(map) => work.extend(map.into_values()),
-        }
     }
 }
 
@@ -578,7 +477,7 @@ mod tests {
     #[test]
     fn a_node_with_many_children_switches_to_a_map_and_back() {
         let mut trie = Trie::new();
-        let n = 3 * LIST_MAX as u64;
+        let n = 3 * crate::levels::LIST_MAX as u64;
         for id in 0..n {
             trie.insert(&format!("a/{id}/x"), id, 0u8);
         }
