@@ -122,8 +122,14 @@ fn config_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Starts `midge` with `args` and waits until it accepts on `port`.
 async fn spawn_listening(args: &[&str], port: u16) -> Child {
-    let child = Command::new(midge_bin())
-        .args(args)
+    let mut cmd = Command::new(midge_bin());
+    cmd.args(args);
+    spawn_command(cmd, port).await
+}
+
+/// Starts `cmd` (which runs `midge`) and waits until it accepts on `port`.
+async fn spawn_command(mut cmd: Command, port: u16) -> Child {
+    let child = cmd
         .env_remove("RUST_LOG")
         // In memory: these brokers run in parallel in one working directory.
         .env("MIDGE_PERSISTENCE__ENABLED", "false")
@@ -369,6 +375,34 @@ async fn logs_one_line_per_connect_and_per_disconnect() {
 async fn unknown_flag_exits_2() {
     let out = run(&["--no-such-flag"], &[]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_low_soft_open_files_limit_is_raised_at_start() {
+    // Started from a shell whose soft limit is 128 files, the broker still
+    // takes 300 clients: it raises its soft limit to the hard one.
+    let port = free_port();
+    let (_dir, path) = config_file(&format!("[[listeners]]\nbind = \"127.0.0.1:{port}\"\n"));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -Sn 128 && exec \"$0\" \"$@\"")
+        .arg(midge_bin())
+        .arg("--config")
+        .arg(&path);
+    let child = spawn_command(cmd, port).await;
+    let clients = timeout(Duration::from_secs(30), async {
+        let mut clients = Vec::new();
+        for i in 0..300 {
+            clients.push(mqtt_client(port, &format!("many-{i}")).await);
+        }
+        clients
+    })
+    .await
+    .expect("300 clients connected (a broker held to 128 files stops near 120)");
+    assert_eq!(clients.len(), 300);
+    signal(&child, "TERM");
+    drop(child);
 }
 
 #[tokio::test]

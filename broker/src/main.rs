@@ -97,6 +97,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
+    #[cfg(unix)]
+    raise_open_files_limit(&config);
     // One single-threaded runtime per core the process may use (see
     // midge_broker::shards): this thread's, and one thread each for the rest.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -120,6 +122,48 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_millis(100));
     shards.stop();
     code
+}
+
+/// Raises the soft limit on open files to the hard limit: every client is
+/// a descriptor, and a shell's usual soft limit (1,024) would refuse
+/// connections long before `max_connections`. Says so when even the hard
+/// limit is below what the configuration allows.
+#[cfg(unix)]
+fn raise_open_files_limit(config: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = match (limit.current, limit.maximum) {
+        (Some(soft), hard) if hard.is_none_or(|h| h > soft) => {
+            match setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: hard,
+                    ..limit
+                },
+            ) {
+                Ok(()) => {
+                    let to = hard.map_or("unlimited".to_owned(), |h| h.to_string());
+                    tracing::debug!(from = soft, to, "open files limit raised");
+                    hard
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot raise the open files limit");
+                    Some(soft)
+                }
+            }
+        }
+        (current, _) => current,
+    };
+    // Listeners, the journal and the runtime need a few descriptors too.
+    let wanted = config.limits.max_connections as u64 + 64;
+    if let Some(files) = raised.filter(|&f| f < wanted) {
+        tracing::warn!(
+            open_files = files,
+            max_connections = config.limits.max_connections,
+            "the process may open fewer files than limits.max_connections needs: \
+             clients past that are refused at accept (raise `ulimit -n`)"
+        );
+    }
 }
 
 /// How the configuration was made, to make it again on SIGHUP.
