@@ -133,7 +133,7 @@ fn raise_open_files_limit(config: &Config) {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
     let raised = match (limit.current, limit.maximum) {
-        (Some(soft), hard) if hard.is_none_or(|h| h > soft) => {
+        (Some(soft), hard) if hard.map_or(true, |h| h > soft) => {
             match setrlimit(
                 Resource::Nofile,
                 Rlimit {
