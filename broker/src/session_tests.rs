@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use midge_protocol::{QosPid, SubscribeFilter};
+use midge_protocol::{PacketType, QosPid, Subscribe, SubscribeFilter};
 
 use super::*;
 use crate::message::Message;
