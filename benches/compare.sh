@@ -157,7 +157,10 @@ repeat=3 run_case fanout-1000-50hz 'p99 <= Mosquitto' fanout -n 1000 -q 0 -r 50 
 repeat=5 run_case p2p-1000-q1-1hz 'p99 <= Mosquitto' p2p --pairs 1000 -q 1 -r 1 "${load[@]}"
 run_case fanin-100-overload '>= Mosquitto, RSS <= 64 MB, 0 disconnects' \
     fanin -P 100 -q 0 -o 0 "${load[@]}"
-run_case conns-10000 '>= 30k/s, p99 <= 25 ms, <= 2 KB/conn' \
+# A burst lasts a third of a second: its CONNACK p99 is a handful of slow
+# connects, and one stall on the machine moves it (5 ms to 27 ms seen for
+# either broker): three runs each, the median shown.
+repeat=3 run_case conns-10000 '>= 30k/s, p99 <= 25 ms, <= 2 KB/conn' \
     conns -n 10000 --hold "$hold" --connect-concurrency 100
 
 # More fan-out sizes for the chart, at the depth of the 1 -> 100 case: 100
