@@ -415,7 +415,9 @@ async fn shutdown_closes_client_connections() {
 
 #[tokio::test]
 async fn topics_with_thirty_thousand_levels_are_routed_without_harm() {
-    let broker = broker(|_| {}).await;
+    // Past the default limits.max_topic_levels (200) on purpose: the trees
+    // must not recurse on a deep topic whatever the configured limit.
+    let broker = broker(|c| c.limits.max_topic_levels = 40_000).await;
     let addr = broker.local_addrs()[0];
     let deep: &'static str = Box::leak(vec!["a"; 30_000].join("/").into_boxed_str());
     let mut sub = Raw::client(addr, "deep-sub").await;
