@@ -504,14 +504,23 @@ where
             }
             scratch::put_batch(batch);
         }
-        if self.session.has_ops() {
-            self.journal_ops();
-        }
-        while self.io.outbuf.len() < OUT_HIGH_WATER {
-            let Some(t) = self.session.poll_transmit() else {
+        // Twice at most: polling can move a waiting message into the window
+        // (a retained or resumed one), which records a change and holds a
+        // QoS 2 PUBLISH; journaled in the same turn, it does not wait for
+        // another wake to be bound.
+        loop {
+            if self.session.has_ops() {
+                self.journal_ops();
+            }
+            while self.io.outbuf.len() < OUT_HIGH_WATER {
+                let Some(t) = self.session.poll_transmit() else {
+                    break;
+                };
+                self.encode(t);
+            }
+            if !self.session.has_ops() {
                 break;
-            };
-            self.encode(t);
+            }
         }
     }
 
