@@ -10,7 +10,7 @@ mod support;
 use std::process::Stdio;
 
 use midge_protocol::QoS;
-use support::paho::{assert_success, run_paho, SCRIPT_TIMEOUT};
+use support::paho::{run_paho, SCRIPT_TIMEOUT};
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

@@ -10,7 +10,7 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,16 +75,6 @@ async fn run_mqttjs(script: &str, args: &[&str]) {
 /// Runs a script that takes only the broker's port.
 async fn run_against(broker: &TestBroker, script: &str) {
     run_mqttjs(script, &[&broker.addr.port().to_string()]).await;
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -567,3 +567,14 @@ pub fn raw_connect(
     }
     raw_packet(0x10, &body)
 }
+
+/// Asserts a finished process succeeded; shows its output when not.
+pub fn assert_success(what: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,13 +6,13 @@
 //! fail and say how to install it (`scripts/test.sh` installs it).
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::Command;
 use tokio::time::timeout;
 
-use super::TestBroker;
+use super::{assert_success, TestBroker};
 
 /// The most one script run may take.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(40);
@@ -68,15 +68,4 @@ pub async fn run_paho_with(broker: &TestBroker, script: &str, args: &[&str]) {
 /// Runs `tests/python/<script>` against `broker` and asserts it passed.
 pub async fn run_paho(broker: &TestBroker, script: &str) {
     run_paho_with(broker, script, &[]).await;
-}
-
-/// Asserts a finished process succeeded; shows its output when not.
-pub fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
