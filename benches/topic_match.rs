@@ -29,6 +29,11 @@
 //!
 //! `cargo bench -p midge --bench topic_match -- --warm-up-time 1 --measurement-time 3`
 
+// Shared with the tests, which use more of it.
+#[allow(dead_code)]
+#[path = "../tests/support/rng.rs"]
+mod rng;
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -37,44 +42,24 @@ use midge_broker::message::Message;
 use midge_broker::retained::{MemoryRetained, RetainedStore};
 use midge_broker::trie::Trie;
 use midge_protocol::{topic, QoS};
+use rng::Rng;
 
 const SUBSCRIPTIONS: usize = 100_000;
 const REGIONS: u64 = 50;
 const DEVICES: u64 = 20_000;
 const KINDS: [&str; 4] = ["telemetry", "status", "alerts", "config"];
 
-/// A small deterministic generator (xorshift64*), so every run benchmarks
-/// the same subscriptions without a `rand` dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn kind(&mut self) -> &'static str {
-        KINDS[self.below(KINDS.len() as u64) as usize]
-    }
-}
-
 fn filters(rng: &mut Rng) -> Vec<String> {
     (0..SUBSCRIPTIONS)
         .map(|_| {
             let (r, d) = (rng.below(REGIONS), rng.below(DEVICES));
             match rng.below(100) {
-                0..=69 => format!("fleet/r{r}/d{d}/{}", rng.kind()),
-                70..=79 => format!("fleet/r{r}/+/{}", rng.kind()),
-                80..=84 => format!("fleet/+/d{d}/{}", rng.kind()),
+                0..=69 => format!("fleet/r{r}/d{d}/{}", rng.pick(&KINDS)),
+                70..=79 => format!("fleet/r{r}/+/{}", rng.pick(&KINDS)),
+                80..=84 => format!("fleet/+/d{d}/{}", rng.pick(&KINDS)),
                 85..=89 => format!("fleet/r{r}/d{d}/#"),
                 90..=94 => format!("fleet/r{r}/#"),
-                _ => format!("+/r{r}/+/{}", rng.kind()),
+                _ => format!("+/r{r}/+/{}", rng.pick(&KINDS)),
             }
         })
         .collect()
@@ -84,7 +69,7 @@ fn topics(rng: &mut Rng, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| {
             let (r, d) = (rng.below(REGIONS), rng.below(DEVICES));
-            format!("fleet/r{r}/d{d}/{}", rng.kind())
+            format!("fleet/r{r}/d{d}/{}", rng.pick(&KINDS))
         })
         .collect()
 }
@@ -160,7 +145,7 @@ fn bench_retained(c: &mut Criterion) {
     });
     let region = filters(|rng, t| {
         let r = t.split('/').nth(1).unwrap_or("r0");
-        format!("fleet/{r}/+/{}", rng.kind())
+        format!("fleet/{r}/+/{}", rng.pick(&KINDS))
     });
 
     let mut group = c.benchmark_group("retained");

@@ -18,6 +18,7 @@ use midge_protocol::{
     decode, encode, Connect, Packet, PacketId, Publish, QoS, QosPid, Subscribe, SubscribeFilter,
     Unsubscribe, DEFAULT_MAX_PACKET_SIZE,
 };
+use support::rng::Rng;
 use support::{pid, raw_packet, TestBroker, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -31,25 +32,13 @@ const IDS: u64 = 12;
 const TOPICS: [&str; 5] = ["a", "a/b", "a/b/c", "x/y", "retained/r"];
 const FILTERS: [&str; 7] = ["a", "a/+", "a/#", "#", "+/y", "+/+/c", "retained/#"];
 
-/// xorshift64*: small, seeded, good enough to pick packets.
-struct Rng(u64);
+/// What the chaos picks beyond [`Rng`]'s own.
+trait PickPacket {
+    fn qos(&mut self) -> QoS;
+    fn pkid(&mut self) -> PacketId;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
+impl PickPacket for Rng {
     fn qos(&mut self) -> QoS {
         match self.below(3) {
             0 => QoS::AtMostOnce,
@@ -60,10 +49,6 @@ impl Rng {
 
     fn pkid(&mut self) -> PacketId {
         pid(1 + self.below(10) as u16)
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len() as u64) as usize]
     }
 }
 

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod paho;
+pub mod rng;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
